@@ -1,0 +1,1 @@
+SELECT pg_notify('fundus_jobs', $1)

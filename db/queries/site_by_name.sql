@@ -1,0 +1,1 @@
+SELECT id, name, created_at FROM sites WHERE name = $1

@@ -1,0 +1,1 @@
+INSERT INTO sites (name) VALUES ($1) RETURNING id

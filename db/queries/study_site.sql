@@ -1,0 +1,1 @@
+SELECT site_id FROM studies WHERE id = $1

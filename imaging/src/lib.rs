@@ -1,0 +1,20 @@
+//! Everything Fundus does to pixels before a network sees them: recognising and
+//! validating uploads, decoding (JPEG at reduced DCT scale, PNG, DICOM pixel
+//! data), finding the circular field of view, the cheap quality estimate, and
+//! the synthetic fundus generator. Pure CPU code: no tch, tokio, sqlx or HTTP.
+
+mod container;
+mod decode;
+mod dicom;
+mod fov;
+mod inspect;
+mod quality;
+pub mod synth;
+
+pub use container::{Format, sniff};
+pub use decode::{decode_rgb, decode_rgb_at_least};
+pub use fov::{Fov, find_fov};
+pub use inspect::{Inspection, Limits, Reject, inspect};
+pub use quality::{Quality, QualityIssue, assess};
+
+pub use image::RgbImage;

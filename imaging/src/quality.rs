@@ -1,0 +1,147 @@
+//! The cheap quality estimate the upload API returns at once, so the phone can
+//! ask for a retake while the patient is still in the chair: is there a field
+//! of view, is it exposed sensibly, is it in focus. Computed on a small image
+//! (the JPEG is decoded at 1/8 scale for it) normalised to a fixed FOV size, so
+//! the figures do not depend on the phone's resolution.
+
+use image::{RgbImage, imageops};
+
+use crate::fov::{Fov, find_fov};
+
+/// Side of the square the field of view is resampled to before measuring.
+pub const WORK_SIDE: u32 = 256;
+const TOO_DARK: f32 = 0.10;
+const TOO_BRIGHT: f32 = 0.75;
+const SATURATED_MAX: f32 = 0.15;
+const BLUR_MIN: f32 = 2.0;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QualityIssue {
+    NoFieldOfView,
+    TooDark,
+    TooBright,
+    TooBlurred,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Quality {
+    /// Whether a circular field of view was found.
+    pub fov_found: bool,
+    /// Fraction of the frame inside the field of view (0 when none was found).
+    pub fov_coverage: f32,
+    /// Mean luminance inside the field of view, 0..1.
+    pub brightness: f32,
+    /// Fraction of saturated pixels inside the field of view, 0..1.
+    pub saturated: f32,
+    /// Focus measure: standard deviation of the Laplacian of the green channel
+    /// relative to its mean, in percent. Sharp photos score well above 2.
+    pub sharpness: f32,
+    pub issues: Vec<QualityIssue>,
+    /// True when any issue is serious enough to ask for a new photo.
+    pub retake: bool,
+}
+
+/// Assesses a small RGB image (a few hundred pixels a side).
+pub fn assess(img: &RgbImage) -> Quality {
+    let Some(fov) = find_fov(img) else {
+        let brightness = mean_luma(img.pixels());
+        let mut issues = vec![QualityIssue::NoFieldOfView];
+        if brightness < TOO_DARK {
+            issues.push(QualityIssue::TooDark);
+        }
+        return Quality {
+            fov_found: false,
+            fov_coverage: 0.0,
+            brightness,
+            saturated: 0.0,
+            sharpness: 0.0,
+            issues,
+            retake: true,
+        };
+    };
+    let work = crop_to_fov(img, &fov, WORK_SIDE);
+    // Measure inside 90% of the radius: the rim's edge is not focus.
+    let c = WORK_SIDE as f32 / 2.0;
+    let inner = Fov { cx: c, cy: c, r: 0.9 * c, fit: 1.0, fills_frame: false };
+    let inside: Vec<(u32, u32)> = (0..WORK_SIDE)
+        .flat_map(|y| (0..WORK_SIDE).map(move |x| (x, y)))
+        .filter(|&(x, y)| inner.contains(x as f32 + 0.5, y as f32 + 0.5))
+        .collect();
+    let brightness = mean_luma(inside.iter().map(|&(x, y)| work.get_pixel(x, y)));
+    let saturated = inside.iter().filter(|&&(x, y)| luma(work.get_pixel(x, y)) > 0.97).count() as f32
+        / inside.len().max(1) as f32;
+    let sharpness = laplacian_contrast(&work, &inside);
+
+    let mut issues = Vec::new();
+    if brightness < TOO_DARK {
+        issues.push(QualityIssue::TooDark);
+    }
+    if brightness > TOO_BRIGHT || saturated > SATURATED_MAX {
+        issues.push(QualityIssue::TooBright);
+    }
+    if sharpness < BLUR_MIN {
+        issues.push(QualityIssue::TooBlurred);
+    }
+    Quality {
+        fov_found: true,
+        fov_coverage: fov.coverage(img.width(), img.height()),
+        brightness,
+        saturated,
+        sharpness,
+        retake: !issues.is_empty(),
+        issues,
+    }
+}
+
+fn luma(p: &image::Rgb<u8>) -> f32 {
+    (0.299 * p.0[0] as f32 + 0.587 * p.0[1] as f32 + 0.114 * p.0[2] as f32) / 255.0
+}
+
+fn mean_luma<'a>(pixels: impl Iterator<Item = &'a image::Rgb<u8>>) -> f32 {
+    let (mut s, mut n) = (0f32, 0usize);
+    for p in pixels {
+        s += luma(p);
+        n += 1;
+    }
+    s / n.max(1) as f32
+}
+
+/// The square around the field of view (black where it leaves the frame),
+/// resampled to `side` pixels.
+pub(crate) fn crop_to_fov(img: &RgbImage, fov: &Fov, side: u32) -> RgbImage {
+    let (w, h) = img.dimensions();
+    let x0 = (fov.cx - fov.r).round() as i64;
+    let y0 = (fov.cy - fov.r).round() as i64;
+    let d = (2.0 * fov.r).round().max(1.0) as u32;
+    let mut square = RgbImage::new(d, d);
+    let (sx0, sy0) = (x0.max(0) as u32, y0.max(0) as u32);
+    let (sx1, sy1) = (((x0 + d as i64).min(w as i64)) as u32, ((y0 + d as i64).min(h as i64)) as u32);
+    if sx1 > sx0 && sy1 > sy0 {
+        let part = imageops::crop_imm(img, sx0, sy0, sx1 - sx0, sy1 - sy0).to_image();
+        imageops::replace(&mut square, &part, sx0 as i64 - x0, sy0 as i64 - y0);
+    }
+    imageops::resize(&square, side, side, imageops::FilterType::Triangle)
+}
+
+fn laplacian_contrast(img: &RgbImage, at: &[(u32, u32)]) -> f32 {
+    let g = |x: u32, y: u32| img.get_pixel(x, y).0[1] as f32;
+    let (w, h) = img.dimensions();
+    let (mut s, mut s2, mut sg, mut n) = (0f64, 0f64, 0f64, 0usize);
+    for &(x, y) in at {
+        if x == 0 || y == 0 || x + 1 >= w || y + 1 >= h {
+            continue;
+        }
+        let l = (4.0 * g(x, y) - g(x - 1, y) - g(x + 1, y) - g(x, y - 1) - g(x, y + 1)) as f64;
+        s += l;
+        s2 += l * l;
+        sg += g(x, y) as f64;
+        n += 1;
+    }
+    if n == 0 {
+        return 0.0;
+    }
+    let n = n as f64;
+    let sd = (s2 / n - (s / n).powi(2)).max(0.0).sqrt();
+    (100.0 * sd / (sg / n).max(1.0)) as f32
+}

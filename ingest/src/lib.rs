@@ -1,0 +1,130 @@
+//! The upload API as a library: `router(state)` is the whole HTTP surface, and
+//! `serve` runs it with graceful shutdown. The binary (`fundus serve`) only
+//! parses configuration and calls in.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod ops;
+pub mod store;
+pub mod sweep;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{Request, StatusCode};
+use axum::routing::{get, post};
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+
+pub use config::{Config, DbArgs, Secret, StoreArgs};
+pub use store::Store;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub db: db::PgPool,
+    pub store: Store,
+    pub config: Arc<Config>,
+    pub metrics: Arc<metrics::Metrics>,
+    /// Bounds how many photos are decoded (and held in memory) at once.
+    pub decode_slots: Arc<tokio::sync::Semaphore>,
+}
+
+impl AppState {
+    /// Connects lazily: a database that is down at start-up makes requests
+    /// answer 503 until it is back, rather than stopping the server.
+    pub fn new(config: Config) -> anyhow::Result<AppState> {
+        let db = db::connect(
+            config.db.database_url.expose(),
+            config.db.max_connections,
+            Duration::from_secs(config.db.acquire_timeout_secs),
+        )?;
+        let store = Store::open(&config.store)?;
+        let slots = config
+            .decode_concurrency
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
+            .max(1);
+        Ok(AppState {
+            db,
+            store,
+            config: Arc::new(config),
+            metrics: Arc::new(metrics::Metrics::new()),
+            decode_slots: Arc::new(tokio::sync::Semaphore::new(slots)),
+        })
+    }
+}
+
+async fn not_found() -> error::ApiError {
+    error::ApiError::NotFound("route")
+}
+
+pub fn router(state: AppState) -> Router {
+    let timeout = Duration::from_secs(state.config.request_timeout_secs);
+    Router::new()
+        .route("/v1/studies", post(api::create_study))
+        .route("/v1/studies/{id}/images", post(api::upload_image))
+        .route("/v1/images/{id}", get(api::get_image))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .fallback(not_found)
+        // Study JSON is small; image bodies stream through their own limit.
+        .layer(DefaultBodyLimit::max(64 * 1024))
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+                .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<_>| {
+                    let id = req.headers().get("x-request-id").and_then(|v| v.to_str().ok()).unwrap_or("-");
+                    // Only method and path: headers (the token) and bodies are never logged.
+                    tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path(),
+                        device_id = tracing::field::Empty, study_id = tracing::field::Empty, image_id = tracing::field::Empty)
+                }))
+                .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
+                .layer(PropagateRequestIdLayer::x_request_id()),
+        )
+        .with_state(state)
+}
+
+/// Runs migrations (retrying while the database comes up), the periodic
+/// orphan sweep, and the server until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let mut delay = Duration::from_millis(200);
+    for attempt in 1.. {
+        match db::migrate(&state.db).await {
+            Ok(()) => break,
+            Err(e) if e.is_unavailable() && attempt < 30 => {
+                tracing::warn!(error = %e, "database not reachable yet; retrying migrations");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => anyhow::bail!("migrations failed: {e}"),
+        }
+    }
+    if state.config.sweep_interval_secs > 0 {
+        let (db, store, cfg) = (state.db.clone(), state.store.clone(), state.config.clone());
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(cfg.sweep_interval_secs));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                match sweep::sweep(&db, &store, Duration::from_secs(cfg.sweep_min_age_secs)).await {
+                    Ok(r) => tracing::info!(examined = r.examined, removed = r.removed, "orphan sweep"),
+                    Err(e) => tracing::warn!(error = %e, "orphan sweep failed"),
+                }
+            }
+        });
+    }
+    tracing::info!(addr = %listener.local_addr()?, store = %state.store.describe, "fundus serve listening");
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await?;
+    Ok(())
+}

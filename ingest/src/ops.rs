@@ -1,0 +1,47 @@
+//! Operational endpoints: liveness, readiness, metrics, the OpenAPI document.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use utoipa::OpenApi;
+
+use crate::AppState;
+
+pub async fn healthz() -> &'static str {
+    "ok"
+}
+
+/// Ready when both the database and the object store answer.
+pub async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
+    let (db_ok, store_ok) = tokio::join!(db::ping(&s.db), s.store.ping());
+    let status = if db_ok && store_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let word = |ok: bool| if ok { "ok" } else { "unavailable" };
+    (status, Json(serde_json::json!({ "database": word(db_ok), "store": word(store_ok) })))
+}
+
+pub async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render())
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Fundus upload API", description = "The phone app's contract with Fundus. Errors are {\"code\", \"message\"}; codes are listed in docs/errors.md."),
+    paths(crate::api::create_study, crate::api::upload_image, crate::api::get_image),
+    modifiers(&BearerAuth)
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let c = api.components.get_or_insert_with(Default::default);
+        c.add_security_scheme("device_token", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+pub async fn openapi() -> impl IntoResponse {
+    Json(ApiDoc::openapi())
+}

@@ -1,0 +1,122 @@
+//! The object store behind a small wrapper: S3 (MinIO, Garage, AWS) or a local
+//! folder, chosen by URL, with content-addressed keys and short retries so an
+//! outage turns into a quick 503 rather than a hung upload.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::prefix::PrefixStore;
+use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
+
+use crate::config::StoreArgs;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("object store unavailable: {0}")]
+    Unavailable(#[from] object_store::Error),
+    #[error("invalid store configuration: {0}")]
+    Config(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct Store {
+    inner: Arc<dyn ObjectStore>,
+    /// Where it points, for logs (no credentials).
+    pub describe: String,
+}
+
+/// `raw/ab/abcdef….jpg`: the same bytes always land on the same key.
+pub fn raw_key(sha256_hex: &str, ext: &str) -> String {
+    format!("raw/{}/{sha256_hex}.{ext}", &sha256_hex[..2])
+}
+
+impl Store {
+    pub fn open(args: &StoreArgs) -> Result<Store, StoreError> {
+        let url = args.store_url.trim();
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                return Err(StoreError::Config(format!("no bucket in store URL {url:?}")));
+            }
+            let mut b = AmazonS3Builder::new()
+                .with_bucket_name(bucket)
+                .with_region(&args.s3_region)
+                .with_virtual_hosted_style_request(false)
+                .with_client_options(
+                    ClientOptions::new()
+                        .with_connect_timeout(Duration::from_secs(2))
+                        .with_timeout(Duration::from_secs(60))
+                        .with_allow_http(true),
+                )
+                .with_retry(RetryConfig {
+                    max_retries: 2,
+                    retry_timeout: Duration::from_secs(5),
+                    ..Default::default()
+                });
+            if let Some(e) = &args.s3_endpoint {
+                b = b.with_endpoint(e);
+            }
+            if let (Some(k), Some(s)) = (&args.s3_access_key, &args.s3_secret_key) {
+                b = b.with_access_key_id(k.expose()).with_secret_access_key(s.expose());
+            }
+            let s3 = b.build().map_err(|e| StoreError::Config(e.to_string()))?;
+            let inner: Arc<dyn ObjectStore> =
+                if prefix.is_empty() { Arc::new(s3) } else { Arc::new(PrefixStore::new(s3, prefix)) };
+            let endpoint = args.s3_endpoint.as_deref().unwrap_or("aws");
+            return Ok(Store { inner, describe: format!("{url} at {endpoint}") });
+        }
+        let dir = url.strip_prefix("file://").unwrap_or(url);
+        if dir.is_empty() || url.contains("://") && !url.starts_with("file://") {
+            return Err(StoreError::Config(format!("unsupported store URL {url:?}: use s3://bucket or a folder")));
+        }
+        std::fs::create_dir_all(dir).map_err(|e| StoreError::Config(format!("cannot create {dir}: {e}")))?;
+        let fs = LocalFileSystem::new_with_prefix(dir).map_err(|e| StoreError::Config(e.to_string()))?;
+        Ok(Store { inner: Arc::new(fs), describe: format!("folder {dir}") })
+    }
+
+    pub async fn exists(&self, key: &str) -> Result<bool, StoreError> {
+        match self.inner.head(&Path::from(key)).await {
+            Ok(_) => Ok(true),
+            Err(object_store::Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Writes the object unless it is already there; true when this call
+    /// created it (and so may remove it again if the database says no).
+    pub async fn put_if_absent(&self, key: &str, bytes: Bytes) -> Result<bool, StoreError> {
+        if self.exists(key).await? {
+            return Ok(false);
+        }
+        self.inner.put(&Path::from(key), PutPayload::from(bytes)).await?;
+        Ok(true)
+    }
+
+    pub async fn get(&self, key: &str) -> Result<Bytes, StoreError> {
+        Ok(self.inner.get(&Path::from(key)).await?.bytes().await?)
+    }
+
+    pub async fn delete(&self, key: &str) -> Result<(), StoreError> {
+        match self.inner.delete(&Path::from(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Keys under `prefix` last modified before `before`.
+    pub async fn list_older(&self, prefix: &str, before: SystemTime) -> Result<Vec<String>, StoreError> {
+        let before: chrono::DateTime<chrono::Utc> = before.into();
+        let metas: Vec<_> = self.inner.list(Some(&Path::from(prefix))).try_collect().await?;
+        Ok(metas.into_iter().filter(|m| m.last_modified < before).map(|m| m.location.to_string()).collect())
+    }
+
+    /// Reachability check for /readyz: a HEAD on a key that need not exist.
+    pub async fn ping(&self) -> bool {
+        self.exists("readyz-probe").await.is_ok()
+    }
+}
