@@ -1,1 +1,256 @@
+//! Harness for the end-to-end tests: the real local stack (Postgres and Garage
+//! from `scripts/stack up`), a database and a store prefix of its own for each
+//! test, and the real upload API served on a free loopback port. A test that
+//! cannot find the stack fails and says how to start it; none skips.
 
+pub mod fixtures;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use uuid::Uuid;
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+const HOW_TO: &str = "start the local stack with `scripts/stack up` (it installs Debian's postgresql and builds \
+    Garage, the S3 server), or run the README's test command, `scripts/test`, which does all of it";
+
+/// Connection settings of a running stack, read from its `env` file.
+pub struct Stack {
+    pub dir: PathBuf,
+    vars: HashMap<String, String>,
+    /// A dedicated stack is stopped and removed when dropped.
+    dedicated: bool,
+}
+
+fn parse_env(text: &str) -> HashMap<String, String> {
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("export "))
+        .filter_map(|l| l.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.trim_matches('\'').to_owned()))
+        .collect()
+}
+
+fn stack_cmd(dir: &Path, args: &[&str]) {
+    let out = Command::new(root().join("scripts/stack"))
+        .args(args)
+        .env("FUNDUS_STACK_DIR", dir)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run scripts/stack: {e}"));
+    assert!(
+        out.status.success(),
+        "scripts/stack {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Stack {
+    /// The stack `scripts/stack up` started for the whole test run.
+    pub fn shared() -> Stack {
+        let dir = std::env::var_os("FUNDUS_STACK_DIR").map(PathBuf::from).unwrap_or_else(|| root().join(".stack"));
+        let text = std::fs::read_to_string(dir.join("env"))
+            .unwrap_or_else(|_| panic!("no {}/env: the local stack is not up; {HOW_TO}", dir.display()));
+        let s = Stack { dir, vars: parse_env(&text), dedicated: false };
+        for key in ["FUNDUS_DATABASE_URL", "FUNDUS_S3_ENDPOINT"] {
+            let url = url::Url::parse(s.get(key)).unwrap_or_else(|e| panic!("{key} in the stack env: {e}"));
+            let addr = format!("{}:{}", url.host_str().unwrap_or("127.0.0.1"), url.port().unwrap_or(0));
+            std::net::TcpStream::connect_timeout(&addr.parse().expect("socket address"), Duration::from_secs(2))
+                .unwrap_or_else(|e| panic!("{key} ({addr}) does not answer ({e}); {HOW_TO}"));
+        }
+        s
+    }
+
+    /// A stack of its own, for tests that stop and restart services.
+    pub fn dedicated(name: &str) -> Stack {
+        let dir = root().join(".stack/tests").join(format!("{name}-{}", &Uuid::new_v4().simple().to_string()[..8]));
+        stack_cmd(&dir, &["up"]);
+        let text = std::fs::read_to_string(dir.join("env")).expect("dedicated stack env");
+        Stack { dir, vars: parse_env(&text), dedicated: true }
+    }
+
+    pub fn get(&self, key: &str) -> &str {
+        self.vars.get(key).unwrap_or_else(|| panic!("{key} missing from {}/env", self.dir.display()))
+    }
+
+    /// Stops one service: `postgres` or `garage`.
+    pub fn stop(&self, service: &str) {
+        stack_cmd(&self.dir, &["stop", service]);
+    }
+
+    /// Starts whatever is stopped, on the same ports.
+    pub fn up(&self) {
+        stack_cmd(&self.dir, &["up"]);
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        if self.dedicated {
+            stack_cmd(&self.dir, &["down"]);
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// One test's world: its own database and store prefix, and a running server.
+pub struct Harness {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub pool: db::PgPool,
+    pub store: ingest::Store,
+    pub config: ingest::Config,
+    server: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Harness {
+    pub async fn start(stack: &Stack) -> Harness {
+        Self::start_with(stack, |_| {}).await
+    }
+
+    pub async fn start_with(stack: &Stack, tweak: impl FnOnce(&mut ingest::Config)) -> Harness {
+        let name = format!("t_{}", Uuid::new_v4().simple());
+        let admin_url = stack.get("FUNDUS_PG_SUPERUSER_URL");
+        let admin = db::connect(admin_url, 1, Duration::from_secs(10)).expect("admin pool");
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&admin)
+            .await
+            .unwrap_or_else(|e| panic!("cannot create a test database ({e}); {HOW_TO}"));
+        admin.close().await;
+        let mut db_url = url::Url::parse(admin_url).expect("database URL");
+        db_url.set_path(&name);
+
+        let mut config = ingest::Config {
+            listen: "127.0.0.1:0".parse().expect("address"),
+            db: ingest::DbArgs {
+                database_url: db_url.as_str().parse().expect("infallible"),
+                max_connections: 8,
+                acquire_timeout_secs: 2,
+            },
+            store: ingest::StoreArgs {
+                store_url: format!("{}/{name}", stack.get("FUNDUS_STORE_URL")),
+                s3_endpoint: Some(stack.get("FUNDUS_S3_ENDPOINT").to_owned()),
+                s3_region: stack.get("FUNDUS_S3_REGION").to_owned(),
+                s3_access_key: Some(stack.get("FUNDUS_S3_ACCESS_KEY").parse().expect("infallible")),
+                s3_secret_key: Some(stack.get("FUNDUS_S3_SECRET_KEY").parse().expect("infallible")),
+            },
+            max_upload_bytes: 30_000_000,
+            max_megapixels: 100,
+            min_side: 512,
+            decode_concurrency: None,
+            request_timeout_secs: 60,
+            sweep_interval_secs: 0,
+            sweep_min_age_secs: 3600,
+        };
+        tweak(&mut config);
+        let state = ingest::AppState::new(config.clone()).expect("server state");
+        let (pool, store) = (state.db.clone(), state.store.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("local addr"));
+        let server = tokio::spawn(ingest::serve(listener, state, std::future::pending()));
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client");
+        let h = Harness { base, http, pool, store, config, server };
+        h.wait_healthy().await;
+        h
+    }
+
+    async fn wait_healthy(&self) {
+        for _ in 0..100 {
+            if self.server.is_finished() {
+                panic!("the server stopped during start-up");
+            }
+            // /healthz answers once migrations are done and the server listens.
+            if let Ok(r) = self.http.get(format!("{}/healthz", self.base)).send().await {
+                if r.status() == StatusCode::OK {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the server did not become healthy");
+    }
+
+    /// A site with one device; returns the device's token.
+    pub async fn device(&self, site: &str) -> String {
+        let site_id = match db::access::site_by_name(&self.pool, site).await {
+            Ok(s) => s.id,
+            Err(_) => db::access::site_create(&self.pool, site).await.expect("site"),
+        };
+        let token = ingest::auth::new_token();
+        let name = format!("phone-{}", Uuid::new_v4().simple());
+        db::access::device_create(&self.pool, site_id, &name, &ingest::auth::hash_token(&token))
+            .await
+            .expect("device");
+        token
+    }
+
+    pub async fn post_json(&self, token: Option<&str>, path: &str, body: Value) -> (StatusCode, Value) {
+        let mut req = self.http.post(format!("{}{path}", self.base)).json(&body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        decode(req.send().await.expect("request")).await
+    }
+
+    pub async fn get(&self, token: Option<&str>, path: &str) -> (StatusCode, Value) {
+        let mut req = self.http.get(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        decode(req.send().await.expect("request")).await
+    }
+
+    pub async fn study(&self, token: &str) -> Uuid {
+        let (status, body) = self
+            .post_json(Some(token), "/v1/studies", serde_json::json!({
+                "patient_ref": "P-0001", "captured_at": "2026-11-20T10:00:00Z", "device_model": "test-scope"
+            }))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().expect("study id").parse().expect("uuid")
+    }
+
+    pub fn upload(&self, token: &str, study: Uuid, bytes: Vec<u8>, content_type: &str) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}/v1/studies/{study}/images?eye=left", self.base))
+            .bearer_auth(token)
+            .header("content-type", content_type)
+            .body(bytes)
+    }
+
+    pub async fn send(&self, req: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        decode(req.send().await.expect("request")).await
+    }
+
+    pub async fn count(&self, table: &str) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+            .fetch_one(&self.pool)
+            .await
+            .expect("count")
+    }
+
+    /// Every object key under this test's store prefix.
+    pub async fn objects(&self) -> Vec<String> {
+        let old = std::time::SystemTime::now() + Duration::from_secs(3600);
+        self.store.list_older("", old).await.expect("listing the store")
+    }
+}
+
+impl Drop for Harness {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+async fn decode(r: reqwest::Response) -> (StatusCode, Value) {
+    let status = r.status();
+    let text = r.text().await.expect("body");
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}

@@ -1,0 +1,143 @@
+//! Test photos, made on the spot: synthetic fundus photos as JPEG, PNG and
+//! DICOM, the real fundus photo that scikit-image ships, and hostile files.
+
+use std::path::PathBuf;
+
+use image::RgbImage;
+use imaging::synth::{Eye, Params, render, to_jpeg};
+
+pub fn fundus(width: u32, height: u32, seed: u64) -> RgbImage {
+    render(&Params {
+        width,
+        height,
+        eye: Eye::Left,
+        cdr: 0.5,
+        notch: None,
+        pigment: 0.9,
+        fov_scale: 0.95,
+        exposure: 1.0,
+        defect: None,
+        glaucoma: false,
+        seed,
+    })
+}
+
+pub fn jpeg(width: u32, height: u32, seed: u64) -> Vec<u8> {
+    to_jpeg(&fundus(width, height, seed), 92)
+}
+
+pub fn png(width: u32, height: u32, seed: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    fundus(width, height, seed)
+        .write_to(&mut std::io::Cursor::new(&mut out), image::ImageFormat::Png)
+        .expect("PNG encoding");
+    out
+}
+
+/// A DICOM Part 10 file (ophthalmic photography SOP class, explicit VR little
+/// endian, native RGB pixel data), or the same without pixel data.
+pub fn dicom(width: u32, height: u32, seed: u64, with_pixels: bool) -> Vec<u8> {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
+    use dicom_dictionary_std::tags;
+    use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
+
+    const OP_8BIT: &str = "1.2.840.10008.5.1.4.1.1.77.1.5.1";
+    let uid = format!("2.25.{}", seed + 1);
+    let mut obj = InMemDicomObject::from_element_iter([
+        DataElement::new(tags::SOP_CLASS_UID, VR::UI, PrimitiveValue::from(OP_8BIT)),
+        DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from(uid.as_str())),
+        DataElement::new(tags::MODALITY, VR::CS, PrimitiveValue::from("OP")),
+        DataElement::new(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(3u16)),
+        DataElement::new(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, PrimitiveValue::from("RGB")),
+        DataElement::new(tags::PLANAR_CONFIGURATION, VR::US, PrimitiveValue::from(0u16)),
+        DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(height as u16)),
+        DataElement::new(tags::COLUMNS, VR::US, PrimitiveValue::from(width as u16)),
+        DataElement::new(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(8u16)),
+        DataElement::new(tags::BITS_STORED, VR::US, PrimitiveValue::from(8u16)),
+        DataElement::new(tags::HIGH_BIT, VR::US, PrimitiveValue::from(7u16)),
+        DataElement::new(tags::PIXEL_REPRESENTATION, VR::US, PrimitiveValue::from(0u16)),
+    ]);
+    if with_pixels {
+        let pixels = fundus(width, height, seed).into_raw();
+        obj.put(DataElement::new(tags::PIXEL_DATA, VR::OB, PrimitiveValue::from(pixels)));
+    }
+    let file = obj
+        .with_meta(
+            FileMetaTableBuilder::new()
+                .transfer_syntax("1.2.840.10008.1.2.1")
+                .media_storage_sop_class_uid(OP_8BIT)
+                .media_storage_sop_instance_uid(uid.as_str()),
+        )
+        .expect("file meta");
+    let mut out = Vec::new();
+    file.write_all(&mut out).expect("DICOM encoding");
+    out
+}
+
+/// scikit-image's `retina.jpg` (CC0): a real fundus photograph, from the
+/// project's Python environment.
+pub fn retina_jpg() -> Vec<u8> {
+    let venv = std::env::var_os("FUNDUS_VENV").map(PathBuf::from).unwrap_or_else(|| {
+        let cache = std::env::var_os("FUNDUS_CACHE").map(PathBuf::from).unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/fundus")
+        });
+        cache.join("venv")
+    });
+    let found = std::fs::read_dir(venv.join("lib"))
+        .ok()
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|d| d.path().join("site-packages/skimage/data/retina.jpg"))
+        .find(|p| p.exists());
+    let path = found.unwrap_or_else(|| {
+        panic!("scikit-image's retina.jpg is not in {}: run `scripts/test` (it installs scripts/requirements.txt into the venv)", venv.display())
+    });
+    std::fs::read(path).expect("reading retina.jpg")
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut c = 0xFFFF_FFFFu32;
+    for &b in bytes {
+        c ^= b as u32;
+        for _ in 0..8 {
+            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+        }
+    }
+    !c
+}
+
+fn png_chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+    out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+    let start = out.len();
+    out.extend_from_slice(kind);
+    out.extend_from_slice(data);
+    let crc = crc32(&out[start..]);
+    out.extend_from_slice(&crc.to_be_bytes());
+}
+
+/// A well-formed 60 kB PNG whose header claims 30000x30000 pixels (2.7 GB
+/// decoded): a decompression bomb.
+pub fn png_bomb() -> Vec<u8> {
+    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+    let mut ihdr = Vec::new();
+    ihdr.extend_from_slice(&30000u32.to_be_bytes());
+    ihdr.extend_from_slice(&30000u32.to_be_bytes());
+    ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+    png_chunk(&mut out, b"IHDR", &ihdr);
+    // zlib stream of stored zeros: rows of filter byte 0 and black pixels.
+    let mut idat = vec![0x78, 0x01];
+    idat.extend_from_slice(&[0x00, 0xFF, 0xEF, 0x00, 0x10]);
+    idat.extend(std::iter::repeat_n(0u8, 0xEFFF));
+    png_chunk(&mut out, b"IDAT", &idat);
+    png_chunk(&mut out, b"IEND", &[]);
+    out
+}
+
+/// A valid JPEG whose frame header is rewritten to claim 60000x60000 pixels.
+pub fn jpeg_bomb() -> Vec<u8> {
+    let mut j = jpeg(640, 480, 1);
+    let sof = j.windows(2).position(|w| w == [0xFF, 0xC0]).expect("baseline SOF0");
+    j[sof + 5..sof + 9].copy_from_slice(&[0xEA, 0x60, 0xEA, 0x60]);
+    j
+}
