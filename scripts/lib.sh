@@ -97,7 +97,9 @@ ensure_apt() {
 # ensure_system_packages : everything the project needs from apt.
 ensure_system_packages() {
     command -v python3 >/dev/null || ensure_apt python3
-    ensure_apt postgresql pkg-config libturbojpeg0-dev libjpeg-turbo-progs curl
+    # cmake and nasm build the bundled libjpeg-turbo 3 (Debian 12 ships 2.1, without the TurboJPEG 3 API);
+    # libjpeg-turbo-progs gives djpeg, the floor of the preprocessing benchmark.
+    ensure_apt postgresql cmake nasm pkg-config libjpeg-turbo-progs curl jq
     # Debian strips ensurepip out of python3 into python3-venv; a pyenv/other python may have it already.
     python3 -c 'import ensurepip, venv' 2>/dev/null || ensure_apt python3-venv
 }

@@ -1,4 +1,243 @@
+//! `fundus bench …`: benchmarks that print their figures, each against a
+//! baseline measured in the same run.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use bytes::Bytes;
 use clap::Subcommand;
+
 #[derive(Subcommand)]
-pub enum Bench {}
-pub async fn run(b: Bench) -> anyhow::Result<()> { match b {} }
+pub enum Bench {
+    /// Uploads through `fundus serve` against direct PUTs of the same bytes to
+    /// the same object store: throughput, latency and the server's memory.
+    Upload(UploadArgs),
+}
+
+#[derive(clap::Args)]
+pub struct UploadArgs {
+    #[command(flatten)]
+    db: ingest::DbArgs,
+    #[command(flatten)]
+    store: ingest::StoreArgs,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 32)]
+    clients: usize,
+    /// Uploads per side (each a distinct photo).
+    #[arg(long, default_value_t = 480)]
+    uploads: usize,
+    /// Approximate size of each JPEG, in MB.
+    #[arg(long, default_value_t = 3.0)]
+    size_mb: f64,
+}
+
+pub async fn run(b: Bench) -> anyhow::Result<()> {
+    match b {
+        Bench::Upload(a) => upload(a).await,
+    }
+}
+
+/// A phone-sized synthetic photo with sensor-like noise, so that it compresses
+/// like a real one; noise is raised until the JPEG reaches `target` bytes.
+fn base_photo(target: usize) -> Vec<u8> {
+    let clean = imaging::synth::render(&imaging::synth::Params::sample(
+        &mut <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(11),
+        &[(2592, 1944)],
+    ));
+    let mut jpeg = Vec::new();
+    for amplitude in 0..=64u64 {
+        let mut img = clean.clone();
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        for c in img.iter_mut() {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let n = (state % (2 * amplitude + 1)) as i32 - amplitude as i32;
+            *c = (*c as i32 + n).clamp(0, 255) as u8;
+        }
+        jpeg = imaging::synth::to_jpeg(&img, 95);
+        if jpeg.len() >= target {
+            break;
+        }
+    }
+    jpeg
+}
+
+/// The same photo made distinct by a comment segment after SOI.
+fn variant(base: &[u8], i: usize, tag: &str) -> Bytes {
+    let text = format!("fundus-bench {tag} {i}");
+    let mut v = Vec::with_capacity(base.len() + text.len() + 4);
+    v.extend_from_slice(&base[..2]);
+    v.extend_from_slice(&[0xFF, 0xFE]);
+    v.extend_from_slice(&((text.len() + 2) as u16).to_be_bytes());
+    v.extend_from_slice(text.as_bytes());
+    v.extend_from_slice(&base[2..]);
+    Bytes::from(v)
+}
+
+struct Run {
+    per_sec: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+/// Runs `n` jobs on `clients` concurrent tasks; each job must succeed.
+async fn drive<F, Fut>(n: usize, clients: usize, job: F) -> anyhow::Result<Run>
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<()>> + Send,
+{
+    let job = Arc::new(job);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (job, next) = (job.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= n {
+                    return anyhow::Ok(lat);
+                }
+                let t = Instant::now();
+                job(i).await?;
+                lat.push(t.elapsed());
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await??);
+    }
+    let elapsed = started.elapsed();
+    all.sort();
+    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
+    Ok(Run { per_sec: n as f64 / elapsed.as_secs_f64(), p50: pct(0.5), p99: pct(0.99) })
+}
+
+fn rss_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with(field)).map(str::to_owned))
+        .and_then(|l| l.split_whitespace().nth(1).and_then(|v| v.parse().ok()))
+        .unwrap_or(0)
+}
+
+async fn upload(a: UploadArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(a.clients > 0 && a.uploads >= a.clients, "need at least one upload per client");
+    let base = base_photo((a.size_mb * 1e6) as usize);
+    let stamp = chrono_stamp();
+    eprintln!("photo: {:.2} MB JPEG, 2592x1944; {} uploads per side, {} clients", base.len() as f64 / 1e6, a.uploads, a.clients);
+
+    // Baseline: PUT the same bytes straight into the same store.
+    let mut direct_args = a.store.clone();
+    direct_args.store_url = format!("{}/bench-{stamp}/direct", a.store.store_url.trim_end_matches('/'));
+    let direct_store = ingest::Store::open(&direct_args)?;
+    let base = Arc::new(base);
+    let (b2, s2) = (base.clone(), direct_store.clone());
+    let direct = drive(a.uploads, a.clients, move |i| {
+        let (b, s) = (b2.clone(), s2.clone());
+        async move {
+            s.put_if_absent(&format!("raw/{i}.jpg"), variant(&b, i, "direct")).await?;
+            Ok(())
+        }
+    })
+    .await
+    .context("direct PUT")?;
+
+    // The server, as its own process so its memory can be read.
+    let pool = db::connect(a.db.database_url.expose(), 2, Duration::from_secs(5))?;
+    db::migrate(&pool).await?;
+    let site = format!("bench-{stamp}");
+    let site_id = db::access::site_create(&pool, &site).await?;
+    let token = ingest::auth::new_token();
+    db::access::device_create(&pool, site_id, "bench", &ingest::auth::hash_token(&token)).await?;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    drop(listener);
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .arg("serve")
+        .env("FUNDUS_LISTEN", addr.to_string())
+        .env("FUNDUS_STORE_URL", format!("{}/bench-{stamp}/serve", a.store.store_url.trim_end_matches('/')))
+        .env("FUNDUS_LOG", "warn")
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting fundus serve")?;
+    let pid = child.id().context("server pid")?;
+    let http = reqwest::Client::builder().pool_max_idle_per_host(a.clients).build()?;
+    let api = format!("http://{addr}");
+    let mut ready = false;
+    for _ in 0..200 {
+        if http.get(format!("{api}/readyz")).send().await.is_ok_and(|r| r.status().is_success()) {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    anyhow::ensure!(ready, "fundus serve did not become ready");
+    let study: serde_json::Value = http
+        .post(format!("{api}/v1/studies"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"patient_ref": "BENCH", "captured_at": "2026-01-01T00:00:00Z"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let study = study["id"].as_str().context("study id")?.to_owned();
+    let idle_rss = rss_kib(pid, "VmRSS:");
+
+    // Sample the server's RSS through the run to show whether it stays flat.
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let progress = Arc::new(AtomicUsize::new(0));
+    let sampler = {
+        let (done, progress) = (done.clone(), progress.clone());
+        let n = a.uploads;
+        tokio::spawn(async move {
+            let mut quarters = vec![0u64; 4];
+            while !done.load(Ordering::Relaxed) {
+                let q = (progress.load(Ordering::Relaxed) * 4 / n).min(3);
+                quarters[q] = quarters[q].max(rss_kib(pid, "VmRSS:"));
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            quarters
+        })
+    };
+    let (b3, h3, p3) = (base.clone(), http.clone(), progress.clone());
+    let url = format!("{api}/v1/studies/{study}/images?eye=left");
+    let served = drive(a.uploads, a.clients, move |i| {
+        let (b, h, url, token, p) = (b3.clone(), h3.clone(), url.clone(), token.clone(), p3.clone());
+        async move {
+            let r = h.post(url).bearer_auth(token).header("content-type", "image/jpeg").body(variant(&b, i, "serve")).send().await?;
+            anyhow::ensure!(r.status() == reqwest::StatusCode::CREATED, "upload {i}: {} {}", r.status(), r.text().await?);
+            p.fetch_add(1, Ordering::Relaxed);
+            Ok(())
+        }
+    })
+    .await
+    .context("uploads through fundus serve")?;
+    done.store(true, Ordering::Relaxed);
+    let quarters = sampler.await?;
+    let peak = rss_kib(pid, "VmHWM:");
+    let _ = child.start_kill();
+
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!("{:<22} {:>10} {:>9} {:>9}", "", "uploads/s", "p50 ms", "p99 ms");
+    println!("{:<22} {:>10.1} {:>9.1} {:>9.1}", "direct PUT to store", direct.per_sec, ms(direct.p50), ms(direct.p99));
+    println!("{:<22} {:>10.1} {:>9.1} {:>9.1}", "fundus serve", served.per_sec, ms(served.p50), ms(served.p99));
+    println!("ratio (serve / direct): {:.2}   (goal >= 0.70)", served.per_sec / direct.per_sec);
+    println!(
+        "server RSS: idle {} MiB; max per quarter of the run {} MiB; peak (VmHWM) {} MiB",
+        idle_rss / 1024,
+        quarters.iter().map(|k| (k / 1024).to_string()).collect::<Vec<_>>().join(" / "),
+        peak / 1024
+    );
+    Ok(())
+}
+
+fn chrono_stamp() -> String {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    format!("{}", now.as_millis())
+}

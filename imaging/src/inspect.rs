@@ -4,7 +4,6 @@
 //! full decode, then the quick quality estimate.
 
 use crate::container::{self, Format, sniff};
-use crate::decode::decode_rgb_at_least;
 use crate::quality::{Quality, WORK_SIDE, assess};
 use crate::{decode_rgb, dicom};
 
@@ -102,16 +101,49 @@ pub fn inspect(bytes: &[u8], declared: Format, limits: Limits) -> Result<Inspect
             full.height()
         )));
     }
-    // The quality estimate wants a small image: JPEGs decode again at 1/8
-    // scale (cheap), other formats are shrunk from the full decode.
-    let small = match actual {
-        Format::Jpeg => decode_rgb_at_least(bytes, actual, WORK_SIDE)?,
-        _ => {
-            let s = (WORK_SIDE as f32 / width.min(height) as f32).min(1.0);
-            let (w, h) = (((width as f32 * s) as u32).max(1), ((height as f32 * s) as u32).max(1));
-            image::imageops::thumbnail(&full, w, h)
-        }
-    };
+    // The quality estimate wants a small image: shrink the full decode by an
+    // integer box average (a few ms) rather than decode a second time.
+    let small = box_shrink(&full, (width.min(height) / WORK_SIDE).max(1));
     drop(full);
     Ok(Inspection { format: actual, width, height, quality: assess(&small) })
+}
+
+/// Averages `k`x`k` blocks (a partial last row or column of blocks is dropped).
+fn box_shrink(img: &image::RgbImage, k: u32) -> image::RgbImage {
+    if k == 1 {
+        return img.clone();
+    }
+    let (w, h) = (img.width() / k, img.height() / k);
+    let src = img.as_raw();
+    let stride = img.width() as usize * 3;
+    let mut out = vec![0u8; (w * h * 3) as usize];
+    let mut sums = vec![0u32; w as usize * 3];
+    for by in 0..h as usize {
+        sums.iter_mut().for_each(|s| *s = 0);
+        for row in &src[by * k as usize * stride..(by + 1) * k as usize * stride].chunks_exact(stride).collect::<Vec<_>>() {
+            for (bx, block) in row[..w as usize * k as usize * 3].chunks_exact(k as usize * 3).enumerate() {
+                for px in block.chunks_exact(3) {
+                    sums[bx * 3] += px[0] as u32;
+                    sums[bx * 3 + 1] += px[1] as u32;
+                    sums[bx * 3 + 2] += px[2] as u32;
+                }
+            }
+        }
+        let n = k * k;
+        for (o, s) in out[by * w as usize * 3..(by + 1) * w as usize * 3].iter_mut().zip(&sums) {
+            *o = (s / n) as u8;
+        }
+    }
+    image::RgbImage::from_raw(w, h, out).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn box_shrink_averages_blocks() {
+        let img = image::RgbImage::from_fn(9, 4, |x, _| image::Rgb([if x % 2 == 0 { 0 } else { 200 }, 10, 20]));
+        let s = super::box_shrink(&img, 2);
+        assert_eq!(s.dimensions(), (4, 2));
+        assert!(s.pixels().all(|p| p.0 == [100, 10, 20]), "{s:?}");
+    }
 }
