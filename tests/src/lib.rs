@@ -14,8 +14,13 @@ use reqwest::StatusCode;
 use serde_json::Value;
 use uuid::Uuid;
 
+/// The workspace root. Read at run time (cargo sets CARGO_MANIFEST_DIR for
+/// each test process): a build shared between checkouts must not carry the
+/// path of the checkout that compiled it.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    let manifest = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from);
+    let manifest = manifest.unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")));
+    manifest.parent().map(Path::to_path_buf).expect("workspace root")
 }
 
 const HOW_TO: &str = "start the local stack with `scripts/stack up` (it installs Debian's postgresql and builds \
