@@ -242,7 +242,7 @@ EOF
 }
 
 # ---------------------------------------------------------------------------
-# Python venv (torch for tch, scikit-image for the test photograph)
+# Python venv (torch for tch, scikit-image for the test photograph, the MLflow tracking server)
 
 # ensure_venv : create the venv and pip-install requirements.txt when it changed; exports FUNDUS_VENV.
 ensure_venv() {

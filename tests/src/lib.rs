@@ -1,5 +1,5 @@
-//! Harness for the end-to-end tests: the real local stack (Postgres and Garage
-//! from `scripts/stack up`), a database and a store prefix of its own for each
+//! Harness for the end-to-end tests: the real local stack (Postgres, Garage and
+//! MLflow from `scripts/stack up`), a database and a store prefix of its own for each
 //! test, and the real upload API served on a free loopback port. A test that
 //! cannot find the stack fails and says how to start it; none skips.
 
@@ -81,10 +81,10 @@ impl Stack {
     }
 
     pub fn get(&self, key: &str) -> &str {
-        self.vars.get(key).unwrap_or_else(|| panic!("{key} missing from {}/env", self.dir.display()))
+        self.vars.get(key).unwrap_or_else(|| panic!("{key} missing from {}/env; {HOW_TO}", self.dir.display()))
     }
 
-    /// Stops one service: `postgres` or `garage`.
+    /// Stops one service: `postgres`, `garage` or `mlflow`.
     pub fn stop(&self, service: &str) {
         stack_cmd(&self.dir, &["stop", service]);
     }
