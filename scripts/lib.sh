@@ -263,3 +263,14 @@ ensure_venv() {
     fi
     export FUNDUS_VENV
 }
+
+# libtorch comes from the venv's torch wheel: tch's build finds it through
+# `python` (LIBTORCH_USE_PYTORCH), and binaries find it on LD_LIBRARY_PATH.
+torch_env() {
+    [ -n "${FUNDUS_VENV:-}" ] || ensure_venv
+    export PATH="$FUNDUS_VENV/bin:$PATH" LIBTORCH_USE_PYTORCH=1
+    local lib
+    lib=$("$FUNDUS_VENV/bin/python" -c 'import os, torch; print(os.path.join(os.path.dirname(torch.__file__), "lib"))') ||
+        die "torch is not importable from $FUNDUS_VENV (scripts/requirements.txt pins torch==2.13.0)"
+    export LD_LIBRARY_PATH="$lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+}

@@ -14,6 +14,24 @@ pub enum Bench {
     /// Uploads through `fundus serve` against direct PUTs of the same bytes to
     /// the same object store: throughput, latency and the server's memory.
     Upload(UploadArgs),
+    /// Preprocessing of 12 MP phone JPEGs against a Python peer (PIL +
+    /// torchvision) and libjpeg-turbo's `djpeg -scale 1/8` as the floor.
+    Preprocess(PreprocessArgs),
+}
+
+#[derive(clap::Args)]
+pub struct PreprocessArgs {
+    /// How many photos (written once to --dir, reused on later runs).
+    #[arg(long, default_value_t = 48)]
+    pub n: usize,
+    #[arg(long, default_value = ".stack/bench/preprocess")]
+    pub dir: std::path::PathBuf,
+    /// Model input size.
+    #[arg(long, default_value_t = 224)]
+    pub size: u32,
+    /// The project's Python venv (torch, torchvision, pillow).
+    #[arg(long, env = "FUNDUS_VENV")]
+    pub venv: std::path::PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -36,6 +54,7 @@ pub struct UploadArgs {
 pub async fn run(b: Bench) -> anyhow::Result<()> {
     match b {
         Bench::Upload(a) => upload(a).await,
+        Bench::Preprocess(a) => crate::bench_preprocess::run(a),
     }
 }
 

@@ -3,6 +3,8 @@
 
 mod admin;
 mod bench;
+mod bench_preprocess;
+mod train;
 
 use clap::{Parser, Subcommand};
 
@@ -33,6 +35,10 @@ enum Command {
     Bench(bench::Bench),
     /// Write synthetic fundus photographs (JPEG) and a labels CSV.
     Synth(admin::SynthArgs),
+    /// Train a glaucoma + gradability model; writes weights, model card, ROC.
+    Train(train::TrainArgs),
+    /// Evaluate a trained model on a data set.
+    Evaluate(train::EvaluateArgs),
 }
 
 fn init_logs(json: bool) {
@@ -68,6 +74,8 @@ async fn main() -> std::process::ExitCode {
         Command::Admin(a) => admin::run(a).await,
         Command::Bench(b) => bench::run(b).await,
         Command::Synth(s) => admin::synth(s),
+        Command::Train(a) => train::train(a),
+        Command::Evaluate(a) => train::evaluate_cmd(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -6,8 +6,10 @@
 mod container;
 mod decode;
 mod dicom;
+pub mod exif;
 mod fov;
 mod inspect;
+mod preprocess;
 mod quality;
 pub mod synth;
 
@@ -15,6 +17,7 @@ pub use container::{Format, sniff};
 pub use decode::{decode_rgb, decode_rgb_at_least};
 pub use fov::{Fov, find_fov};
 pub use inspect::{Inspection, Limits, Reject, inspect};
+pub use preprocess::{Preprocessed, Preprocessing, preprocess, preprocess_image};
 pub use quality::{Quality, QualityIssue, assess};
 
 pub use image::RgbImage;

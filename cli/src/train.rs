@@ -1,0 +1,170 @@
+//! `fundus train` and `fundus evaluate`: thin wrappers over the model crate.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use model::card::{CARD_FILE, ModelCard, WEIGHTS_FILE, evaluate, fingerprint, roc_png};
+use model::train::{self, TrainConfig, Tensors};
+use model::{Arch, Net};
+use tch::Device;
+
+#[derive(clap::Args)]
+pub struct TrainArgs {
+    /// Data set: a synthetic folder (labels.csv), glaucoma/ + normal/ folders, or a CSV manifest.
+    #[arg(long, env = "FUNDUS_TRAIN_DATA")]
+    data: PathBuf,
+    /// Where the weights, the model card and the ROC plot go.
+    #[arg(long, env = "FUNDUS_MODEL_DIR")]
+    out: PathBuf,
+    #[arg(long, value_enum, default_value_t = Arch::Small)]
+    arch: Arch,
+    /// Input side in pixels.
+    #[arg(long, default_value_t = 128)]
+    size: u32,
+    #[arg(long, default_value_t = 14)]
+    epochs: usize,
+    #[arg(long, default_value_t = 32)]
+    batch_size: usize,
+    #[arg(long, default_value_t = 2e-3)]
+    lr: f64,
+    #[arg(long, default_value_t = 1e-4)]
+    weight_decay: f64,
+    /// Stop after this many epochs without a better validation AUC.
+    #[arg(long, default_value_t = 4)]
+    patience: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Fractions of the data (by patient) held out for validation and test.
+    #[arg(long, default_value_t = 0.15)]
+    val: f64,
+    #[arg(long, default_value_t = 0.15)]
+    test: f64,
+    /// Continue from the checkpoint in --out.
+    #[arg(long)]
+    resume: bool,
+}
+
+#[derive(clap::Args)]
+pub struct EvaluateArgs {
+    /// The model directory (model_card.json and weights.safetensors).
+    #[arg(long)]
+    model: PathBuf,
+    #[arg(long)]
+    data: PathBuf,
+    /// Where to write roc.png and evaluation.json (default: the model directory).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn columns(t: &Tensors) -> (Vec<bool>, Vec<bool>, Vec<bool>, Vec<bool>) {
+    let v = |x: &tch::Tensor| Vec::<f32>::try_from(x).unwrap_or_default().into_iter().map(|f| f > 0.5).collect();
+    (v(&t.glaucoma), v(&t.glaucoma_mask), v(&t.gradable), v(&t.gradable_mask))
+}
+
+fn report(name: &str, e: &model::Evaluation) {
+    println!(
+        "{name:<10} n={:<5} AUC {:.4}  sensitivity {:.3} at specificity {:.3}  pAUC(90-100%) {:.4}  gradability AUC {:.4}  ECE {:.3}",
+        e.n, e.auc, e.sensitivity, e.specificity, e.partial_auc_90, e.gradable_auc, e.calibration_error
+    );
+}
+
+pub fn train(a: TrainArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let device = Device::cuda_if_available();
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let samples = model::data::load(&a.data)?;
+    let (tr, va, te) = model::data::split(&samples, a.val, a.test, a.seed);
+    anyhow::ensure!(!tr.is_empty() && !va.is_empty(), "too few photos to split: {} in all", samples.len());
+    let prep = imaging::Preprocessing::new(a.size);
+    let t0 = Instant::now();
+    let (train_t, val_t) = (train::load(&tr, &prep)?, train::load(&va, &prep)?);
+    let test_t = if te.is_empty() { None } else { Some(train::load(&te, &prep)?) };
+    eprintln!(
+        "{} train / {} validation / {} test photos preprocessed in {:.1} s ({} without a field of view); training on {device:?}",
+        tr.len(), va.len(), te.len(), t0.elapsed().as_secs_f64(), train_t.no_fov + val_t.no_fov
+    );
+    let cfg = TrainConfig {
+        arch: a.arch,
+        size: a.size,
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        lr: a.lr,
+        weight_decay: a.weight_decay,
+        patience: a.patience,
+        seed: a.seed,
+    };
+    let checkpoint = a.out.join("checkpoint.safetensors");
+    let trained = train::train(&cfg, &prep, &train_t, &val_t, device, a.resume.then_some(checkpoint.as_path()), |e| {
+        eprintln!(
+            "epoch {:>3}/{}  loss {:.4}  val AUC {:.4}  val gradability AUC {:.4}  {:.0} s",
+            e.epoch, cfg.epochs, e.train_loss, e.val_auc, e.val_gradable_auc, e.seconds
+        );
+    })?;
+    if !a.resume {
+        let _ = std::fs::remove_file(&checkpoint);
+        let _ = std::fs::remove_file(checkpoint.with_extension("json"));
+    }
+    let score = |t: &Tensors, threshold: Option<f32>| {
+        let (g, q) = train::predict(&trained.net, &t.x, &prep, device, 64);
+        let (gl, gm, ql, qm) = columns(t);
+        evaluate(&g, &gl, &gm, &q, &ql, &qm, threshold)
+    };
+    // The operating point is fixed on validation data, then applied to test data.
+    let validation = score(&val_t, None);
+    let threshold = validation.threshold;
+    let test = test_t.as_ref().map(|t| score(t, Some(threshold)));
+    trained.vs.save(a.out.join(WEIGHTS_FILE))?;
+    let card = ModelCard {
+        name: "fundus-glaucoma".into(),
+        preprocessing: prep,
+        train: cfg,
+        threshold,
+        validation: validation.clone(),
+        test: test.clone(),
+        data_fingerprint: fingerprint(&tr),
+        best_epoch: trained.best_epoch,
+        history: trained.history.clone(),
+        created_at: chrono_now(),
+    };
+    card.save(&a.out)?;
+    let shown = test.as_ref().unwrap_or(&validation);
+    roc_png(&shown.roc, Some((1.0 - shown.specificity, shown.sensitivity)), &a.out.join("roc.png"))?;
+    report("validation", &validation);
+    if let Some(t) = &test {
+        report("test", t);
+    }
+    println!(
+        "threshold {threshold:.4} (95% specificity on validation); best epoch {}; {} and {} in {}; {:.0} s in all",
+        trained.best_epoch,
+        WEIGHTS_FILE,
+        CARD_FILE,
+        a.out.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+pub fn evaluate_cmd(a: EvaluateArgs) -> anyhow::Result<()> {
+    let device = Device::cuda_if_available();
+    let card = ModelCard::load(&a.model)?;
+    let mut vs = tch::nn::VarStore::new(device);
+    let net = Net::new(&vs.root(), card.train.arch);
+    vs.load(a.model.join(WEIGHTS_FILE)).with_context(|| format!("loading {}", a.model.join(WEIGHTS_FILE).display()))?;
+    let samples = model::data::load(&a.data)?;
+    let t = train::load(&samples, &card.preprocessing)?;
+    let (g, q) = train::predict(&net, &t.x, &card.preprocessing, device, 64);
+    let (gl, gm, ql, qm) = columns(&t);
+    let e = evaluate(&g, &gl, &gm, &q, &ql, &qm, Some(card.threshold));
+    let out = a.out.unwrap_or(a.model);
+    std::fs::create_dir_all(&out)?;
+    roc_png(&e.roc, Some((1.0 - e.specificity, e.sensitivity)), &out.join("roc.png"))?;
+    std::fs::write(out.join("evaluation.json"), serde_json::to_string_pretty(&e)?)?;
+    report("evaluation", &e);
+    println!("threshold {:.4} from the model card; roc.png and evaluation.json in {}", card.threshold, out.display());
+    Ok(())
+}
+
+fn chrono_now() -> String {
+    chrono::Utc::now().to_rfc3339()
+}

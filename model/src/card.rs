@@ -1,0 +1,146 @@
+//! What a trained model is: its model card (architecture, preprocessing, the
+//! operating threshold, metrics, a fingerprint of its training data) beside
+//! its weights as safetensors. Inference reads the card to preprocess and
+//! decide exactly as training did.
+
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+use crate::data::Sample;
+use crate::metrics::{self, RocPoint};
+use crate::train::{EpochLog, TrainConfig};
+use crate::Error;
+
+pub const CARD_FILE: &str = "model_card.json";
+pub const WEIGHTS_FILE: &str = "weights.safetensors";
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Evaluation {
+    pub n: usize,
+    pub positives: usize,
+    /// The threshold applied: given, or the one reaching 95% specificity here.
+    pub threshold: f32,
+    pub auc: f64,
+    /// Sensitivity at the card's threshold (or at 95% specificity on this set when none is given).
+    pub sensitivity: f64,
+    pub specificity: f64,
+    /// Partial AUC over 90-100% specificity, normalised to 0..1.
+    pub partial_auc_90: f64,
+    pub gradable_auc: f64,
+    pub calibration_error: f64,
+    #[serde(skip)]
+    pub roc: Vec<RocPoint>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct ModelCard {
+    pub name: String,
+    pub preprocessing: imaging::Preprocessing,
+    pub train: TrainConfig,
+    /// Glaucoma probability at or above which a photo is referable: chosen on
+    /// validation data at 95% specificity.
+    pub threshold: f32,
+    pub validation: Evaluation,
+    pub test: Option<Evaluation>,
+    /// SHA-256 over the sorted (file name, size, labels) of the training data.
+    pub data_fingerprint: String,
+    pub best_epoch: usize,
+    pub history: Vec<EpochLog>,
+    pub created_at: String,
+}
+
+impl ModelCard {
+    pub fn save(&self, dir: &Path) -> Result<(), Error> {
+        std::fs::write(dir.join(CARD_FILE), serde_json::to_string_pretty(self)?)?;
+        Ok(())
+    }
+
+    pub fn load(dir: &Path) -> Result<ModelCard, Error> {
+        let text = std::fs::read_to_string(dir.join(CARD_FILE))
+            .map_err(|e| Error::Data(format!("{}: {e}", dir.join(CARD_FILE).display())))?;
+        serde_json::from_str(&text).map_err(|e| Error::Data(format!("{}: {e}", dir.join(CARD_FILE).display())))
+    }
+}
+
+pub fn fingerprint(samples: &[Sample]) -> String {
+    let mut lines: Vec<String> = samples
+        .iter()
+        .map(|s| {
+            let size = std::fs::metadata(&s.path).map(|m| m.len()).unwrap_or(0);
+            let name = s.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            format!("{name},{size},{:?},{:?}", s.glaucoma, s.gradable)
+        })
+        .collect();
+    lines.sort();
+    hex::encode(Sha256::digest(lines.join("\n").as_bytes()))
+}
+
+/// Metrics of glaucoma scores `g` and gradability scores `q` against labels;
+/// glaucoma rows are those with `gmask`, gradability rows those with `qmask`.
+pub fn evaluate(
+    g: &[f32],
+    glaucoma: &[bool],
+    gmask: &[bool],
+    q: &[f32],
+    gradable: &[bool],
+    qmask: &[bool],
+    threshold: Option<f32>,
+) -> Evaluation {
+    let sel = |s: &[f32], l: &[bool], m: &[bool]| -> (Vec<f32>, Vec<bool>) {
+        (0..m.len()).filter(|&i| m[i]).map(|i| (s[i], l[i])).unzip()
+    };
+    let (gs, gl) = sel(g, glaucoma, gmask);
+    let (qs, ql) = sel(q, gradable, qmask);
+    let threshold = threshold.or_else(|| metrics::sensitivity_at_specificity(&gs, &gl, 0.95).map(|x| x.1)).unwrap_or(0.5);
+    let pos = gl.iter().filter(|&&l| l).count();
+    let tp = gs.iter().zip(&gl).filter(|(s, l)| **l && **s >= threshold).count();
+    let tn = gs.iter().zip(&gl).filter(|(s, l)| !**l && **s < threshold).count();
+    Evaluation {
+        n: gs.len(),
+        positives: pos,
+        threshold,
+        auc: metrics::auc(&gs, &gl),
+        sensitivity: tp as f64 / pos.max(1) as f64,
+        specificity: tn as f64 / (gs.len() - pos).max(1) as f64,
+        partial_auc_90: metrics::partial_auc(&gs, &gl, 0.9),
+        gradable_auc: metrics::auc(&qs, &ql),
+        calibration_error: metrics::expected_calibration_error(&gs, &gl, 10),
+        roc: metrics::roc_curve(&gs, &gl),
+    }
+}
+
+/// Draws the ROC curve (with the chance diagonal and the operating point) as a PNG.
+pub fn roc_png(roc: &[RocPoint], operating: Option<(f64, f64)>, path: &Path) -> Result<(), Error> {
+    let (side, m) = (480u32, 40u32);
+    let mut img = image::RgbImage::from_pixel(side, side, image::Rgb([255, 255, 255]));
+    let plot = (side - 2 * m) as f64;
+    let to_px = |fpr: f64, tpr: f64| (m as f64 + fpr * plot, (side - m) as f64 - tpr * plot);
+    let mut line = |a: (f64, f64), b: (f64, f64), colour: [u8; 3]| {
+        let steps = ((b.0 - a.0).abs().max((b.1 - a.1).abs()) as usize).max(1);
+        for k in 0..=steps {
+            let t = k as f64 / steps as f64;
+            let (x, y) = (a.0 + (b.0 - a.0) * t, a.1 + (b.1 - a.1) * t);
+            for (dx, dy) in [(0i64, 0i64), (1, 0), (0, 1)] {
+                let (px, py) = (x as i64 + dx, y as i64 + dy);
+                if px >= 0 && py >= 0 && (px as u32) < side && (py as u32) < side {
+                    img.put_pixel(px as u32, py as u32, image::Rgb(colour));
+                }
+            }
+        }
+    };
+    let black = [0, 0, 0];
+    line(to_px(0.0, 0.0), to_px(1.0, 0.0), black);
+    line(to_px(0.0, 0.0), to_px(0.0, 1.0), black);
+    line(to_px(0.0, 0.0), to_px(1.0, 1.0), [180, 180, 180]);
+    for w in roc.windows(2) {
+        line(to_px(w[0].fpr, w[0].tpr), to_px(w[1].fpr, w[1].tpr), [200, 40, 40]);
+    }
+    if let Some((fpr, tpr)) = operating {
+        let (x, y) = to_px(fpr, tpr);
+        for dx in -4..=4 {
+            line((x - 4.0, y + dx as f64), (x + 4.0, y + dx as f64), [30, 90, 200]);
+        }
+    }
+    img.save(path).map_err(|e| Error::Data(format!("{}: {e}", path.display())))
+}

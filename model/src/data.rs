@@ -1,0 +1,166 @@
+//! Data sets through one loader: the synthetic generator's folder (photos and
+//! labels.csv), a folder per class (`glaucoma/`, `normal/`), or a CSV manifest
+//! (`path,label`, or AIROGS's `challenge_id,class` with RG/NRG). Splits keep a
+//! patient's photos together when a patient column exists.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+
+use crate::Error;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sample {
+    pub path: PathBuf,
+    /// Unknown for ungradable photos of some data sets.
+    pub glaucoma: Option<bool>,
+    /// Unknown (None) for data sets that do not grade quality.
+    pub gradable: Option<bool>,
+    /// Key that keeps one person's photos in one split.
+    pub group: String,
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "rg" | "glaucoma" | "referable" => Some(true),
+        "0" | "false" | "no" | "nrg" | "normal" | "non_referable" => Some(false),
+        _ => None,
+    }
+}
+
+/// Loads a data set from a folder (synthetic layout or a folder per class) or a CSV manifest.
+pub fn load(path: &Path) -> Result<Vec<Sample>, Error> {
+    let samples = if path.is_file() {
+        manifest(path)?
+    } else if path.join("labels.csv").is_file() {
+        manifest(&path.join("labels.csv"))?
+    } else if path.join("glaucoma").is_dir() || path.join("normal").is_dir() {
+        per_class(path)?
+    } else {
+        return Err(Error::Data(format!(
+            "{}: expected a CSV manifest, a folder with labels.csv, or glaucoma/ and normal/ subfolders",
+            path.display()
+        )));
+    };
+    if samples.is_empty() {
+        return Err(Error::Data(format!("{}: no photos found", path.display())));
+    }
+    Ok(samples)
+}
+
+fn per_class(dir: &Path) -> Result<Vec<Sample>, Error> {
+    let mut out = Vec::new();
+    for (class, label) in [("glaucoma", true), ("normal", false)] {
+        let Ok(entries) = std::fs::read_dir(dir.join(class)) else { continue };
+        for e in entries.flatten() {
+            let p = e.path();
+            let ext = p.extension().and_then(|x| x.to_str()).unwrap_or("").to_ascii_lowercase();
+            if matches!(ext.as_str(), "jpg" | "jpeg" | "png" | "dcm") {
+                let group = p.to_string_lossy().into_owned();
+                out.push(Sample { path: p, glaucoma: Some(label), gradable: None, group });
+            }
+        }
+    }
+    out.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(out)
+}
+
+fn manifest(csv_path: &Path) -> Result<Vec<Sample>, Error> {
+    let base = csv_path.parent().unwrap_or(Path::new("."));
+    let err = |m: String| Error::Data(format!("{}: {m}", csv_path.display()));
+    let mut r = csv::Reader::from_path(csv_path).map_err(|e| err(e.to_string()))?;
+    let headers: Vec<String> = r.headers().map_err(|e| err(e.to_string()))?.iter().map(|h| h.trim().to_ascii_lowercase()).collect();
+    let col = |names: &[&str]| headers.iter().position(|h| names.contains(&h.as_str()));
+    let path_col = col(&["path", "file", "image", "filename"]);
+    let id_col = col(&["challenge_id", "id"]);
+    let label_col = col(&["glaucoma", "label", "class"])
+        .ok_or_else(|| err("no label column (glaucoma, label or class)".into()))?;
+    let gradable_col = col(&["gradable"]);
+    let patient_col = col(&["patient", "patient_id", "patient_ref"]);
+    if path_col.is_none() && id_col.is_none() {
+        return Err(err("no path column (path, file, image) or challenge_id".into()));
+    }
+    let mut out = Vec::new();
+    for (line, rec) in r.records().enumerate() {
+        let rec = rec.map_err(|e| err(format!("row {}: {e}", line + 2)))?;
+        let field = |c: Option<usize>| c.and_then(|c| rec.get(c)).map(str::trim).unwrap_or("");
+        let path = match path_col {
+            Some(c) => base.join(field(Some(c))),
+            None => find_image(base, field(id_col)).ok_or_else(|| err(format!("row {}: no image for id {:?}", line + 2, field(id_col))))?,
+        };
+        let label = field(Some(label_col));
+        let glaucoma = if label.is_empty() {
+            None
+        } else {
+            Some(parse_bool(label).ok_or_else(|| err(format!("row {}: unknown label {label:?}", line + 2)))?)
+        };
+        let gradable = gradable_col.and_then(|c| parse_bool(field(Some(c))));
+        let group = match field(patient_col) {
+            "" => path.to_string_lossy().into_owned(),
+            p => p.to_owned(),
+        };
+        out.push(Sample { path, glaucoma, gradable, group });
+    }
+    Ok(out)
+}
+
+fn find_image(base: &Path, id: &str) -> Option<PathBuf> {
+    ["jpg", "jpeg", "png", "JPG"].iter().map(|e| base.join(format!("{id}.{e}"))).find(|p| p.exists())
+}
+
+/// Splits into train / validation / test by group, deterministically per seed.
+pub fn split(samples: &[Sample], val: f64, test: f64, seed: u64) -> (Vec<Sample>, Vec<Sample>, Vec<Sample>) {
+    let mut groups: Vec<&str> = samples.iter().map(|s| s.group.as_str()).collect();
+    groups.sort_unstable();
+    groups.dedup();
+    groups.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
+    let n = groups.len() as f64;
+    let (n_test, n_val) = ((n * test).round() as usize, (n * val).round() as usize);
+    let which: HashMap<&str, u8> = groups
+        .iter()
+        .enumerate()
+        .map(|(i, g)| (*g, if i < n_test { 2 } else if i < n_test + n_val { 1 } else { 0 }))
+        .collect();
+    let mut parts = (Vec::new(), Vec::new(), Vec::new());
+    for s in samples {
+        match which[s.group.as_str()] {
+            2 => parts.2.push(s.clone()),
+            1 => parts.1.push(s.clone()),
+            _ => parts.0.push(s.clone()),
+        }
+    }
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn airogs_manifest_and_patient_split() {
+        let dir = std::env::temp_dir().join(format!("fundus-data-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let mut csv = String::from("challenge_id,class,patient\n");
+        for i in 0..40 {
+            std::fs::write(dir.join(format!("TRAIN{i:03}.jpg")), b"x").expect("file");
+            csv.push_str(&format!("TRAIN{i:03},{},p{}\n", if i % 3 == 0 { "RG" } else { "NRG" }, i / 2));
+        }
+        std::fs::write(dir.join("train_labels.csv"), csv).expect("csv");
+        let s = load(&dir.join("train_labels.csv")).expect("load");
+        assert_eq!(s.len(), 40);
+        assert_eq!(s.iter().filter(|x| x.glaucoma == Some(true)).count(), 14);
+        let (tr, va, te) = split(&s, 0.2, 0.2, 1);
+        assert_eq!(tr.len() + va.len() + te.len(), 40);
+        // No patient straddles two splits.
+        for a in &tr {
+            assert!(!va.iter().chain(&te).any(|b| b.group == a.group));
+        }
+        assert_eq!(split(&s, 0.2, 0.2, 1).1, va, "deterministic per seed");
+        std::fs::write(dir.join("bad.csv"), "challenge_id,class\nTRAIN000,maybe\n").expect("csv");
+        let e = load(&dir.join("bad.csv")).expect_err("unknown label");
+        assert!(e.to_string().contains("row 2: unknown label \"maybe\""), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -1,0 +1,239 @@
+//! Training: photos are preprocessed once (the shared `imaging` path) into a
+//! u8 tensor in memory, then each epoch augments batches on the fly (flips,
+//! small rotations, colour and blur), optimises both heads with AdamW on a
+//! cosine schedule, and keeps the weights with the best validation AUC.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use rayon::prelude::*;
+use tch::nn::{self, OptimizerConfig};
+use tch::{Device, Kind, Tensor};
+
+use crate::data::Sample;
+use crate::net::{Arch, Net};
+use crate::{Error, metrics};
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct TrainConfig {
+    pub arch: Arch,
+    pub size: u32,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub weight_decay: f64,
+    /// Epochs without a better validation AUC before stopping.
+    pub patience: usize,
+    pub seed: u64,
+}
+
+/// Preprocessed photos and their labels, ready for batching.
+pub struct Tensors {
+    /// `[N, 3, S, S]` u8.
+    pub x: Tensor,
+    /// Glaucoma label, 0/1 (0 where unknown).
+    pub glaucoma: Tensor,
+    /// 1 where the glaucoma label counts (known, and the photo gradable).
+    pub glaucoma_mask: Tensor,
+    pub gradable: Tensor,
+    pub gradable_mask: Tensor,
+    /// Photos where no field of view was found.
+    pub no_fov: usize,
+}
+
+/// Decodes and preprocesses every photo on all cores.
+pub fn load(samples: &[Sample], prep: &imaging::Preprocessing) -> Result<Tensors, Error> {
+    let s = prep.size as usize;
+    let crops: Vec<(Vec<u8>, bool)> = samples
+        .par_iter()
+        .map(|smp| {
+            let bytes = std::fs::read(&smp.path).map_err(|e| Error::Data(format!("{}: {e}", smp.path.display())))?;
+            let format = imaging::sniff(&bytes)
+                .ok_or_else(|| Error::Data(format!("{}: not a JPEG, PNG or DICOM file", smp.path.display())))?;
+            let out = imaging::preprocess(&bytes, format, prep).map_err(|e| Error::Data(format!("{}: {e}", smp.path.display())))?;
+            let mut chw = vec![0u8; 3 * s * s];
+            for (i, px) in out.crop.pixels().enumerate() {
+                for c in 0..3 {
+                    chw[c * s * s + i] = px.0[c];
+                }
+            }
+            Ok((chw, out.fov.is_some()))
+        })
+        .collect::<Result<_, Error>>()?;
+    let no_fov = crops.iter().filter(|c| !c.1).count();
+    let flat: Vec<u8> = crops.into_iter().flat_map(|c| c.0).collect();
+    let n = samples.len() as i64;
+    let f = |v: Vec<f32>| Tensor::from_slice(&v);
+    Ok(Tensors {
+        x: Tensor::from_slice(&flat).view([n, 3, s as i64, s as i64]),
+        glaucoma: f(samples.iter().map(|x| x.glaucoma == Some(true)).map(|b| b as u8 as f32).collect()),
+        glaucoma_mask: f(samples.iter().map(|x| (x.glaucoma.is_some() && x.gradable != Some(false)) as u8 as f32).collect()),
+        gradable: f(samples.iter().map(|x| (x.gradable != Some(false)) as u8 as f32).collect()),
+        gradable_mask: f(samples.iter().map(|x| x.gradable.is_some() as u8 as f32).collect()),
+        no_fov,
+    })
+}
+
+/// u8 images to normalised floats on `device`.
+pub fn normalise(x: &Tensor, prep: &imaging::Preprocessing, device: Device) -> Tensor {
+    let mean = Tensor::from_slice(&prep.mean).view([1, 3, 1, 1]).to_device(device);
+    let std = Tensor::from_slice(&prep.std).view([1, 3, 1, 1]).to_device(device);
+    (x.to_device(device).to_kind(Kind::Float) / 255.0 - mean) / std
+}
+
+/// Random flips, a rotation of up to ±15°, brightness/contrast, and blur on a
+/// quarter of the batches; on u8-derived floats in 0..1.
+fn augment(x: Tensor, rng: &mut impl rand::Rng) -> Tensor {
+    let n = x.size()[0];
+    let dev = x.device();
+    let mut x = x;
+    if rng.random_bool(0.5) {
+        x = x.flip([3]);
+    }
+    if rng.random_bool(0.5) {
+        x = x.flip([2]);
+    }
+    let angle = (Tensor::rand([n], (Kind::Float, dev)) - 0.5) * (2.0 * 15f64.to_radians());
+    let (c, s) = (angle.cos(), angle.sin());
+    let zero = Tensor::zeros([n], (Kind::Float, dev));
+    let theta = Tensor::stack(&[&c, &(-&s), &zero, &s, &c, &zero], 1).view([n, 2, 3]);
+    let grid = Tensor::affine_grid_generator(&theta, x.size(), false);
+    x = x.grid_sampler(&grid, 0, 0, false);
+    let gain: Tensor = (Tensor::rand([n, 1, 1, 1], (Kind::Float, dev)) - 0.5) * 0.4 + 1.0;
+    let shift: Tensor = (Tensor::rand([n, 3, 1, 1], (Kind::Float, dev)) - 0.5) * 0.08;
+    x = (&x * &gain + &shift).clamp(0.0, 1.0);
+    if rng.random_bool(0.25) {
+        x = x.avg_pool2d([3, 3], [1, 1], [1, 1], false, true, None::<i64>);
+    }
+    x
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct EpochLog {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub val_auc: f64,
+    pub val_gradable_auc: f64,
+    pub seconds: f64,
+}
+
+pub struct Trained {
+    pub vs: nn::VarStore,
+    pub net: Net,
+    pub history: Vec<EpochLog>,
+    pub best_epoch: usize,
+}
+
+/// Scores every photo: `(glaucoma probability, gradable probability)` per row.
+pub fn predict(net: &Net, x: &Tensor, prep: &imaging::Preprocessing, device: Device, batch: i64) -> (Vec<f32>, Vec<f32>) {
+    let n = x.size()[0];
+    let (mut g, mut q) = (Vec::new(), Vec::new());
+    tch::no_grad(|| {
+        for start in (0..n).step_by(batch as usize) {
+            let xb = normalise(&x.narrow(0, start, batch.min(n - start)), prep, device);
+            let (lg, lq) = net.forward_t(&xb, false);
+            g.extend(Vec::<f32>::try_from(lg.sigmoid().to_device(Device::Cpu)).unwrap_or_default());
+            q.extend(Vec::<f32>::try_from(lq.sigmoid().to_device(Device::Cpu)).unwrap_or_default());
+        }
+    });
+    (g, q)
+}
+
+/// Glaucoma AUC over the masked rows, gradability AUC over its masked rows.
+pub fn aucs(t: &Tensors, g: &[f32], q: &[f32]) -> (f64, f64) {
+    let v = |x: &Tensor| Vec::<f32>::try_from(x).unwrap_or_default();
+    let (gl, gm, ql, qm) = (v(&t.glaucoma), v(&t.glaucoma_mask), v(&t.gradable), v(&t.gradable_mask));
+    let pick = |s: &[f32], l: &[f32], m: &[f32]| {
+        let idx: Vec<usize> = (0..m.len()).filter(|&i| m[i] > 0.5).collect();
+        let sc: Vec<f32> = idx.iter().map(|&i| s[i]).collect();
+        let lb: Vec<bool> = idx.iter().map(|&i| l[i] > 0.5).collect();
+        metrics::auc(&sc, &lb)
+    };
+    (pick(g, &gl, &gm), pick(q, &ql, &qm))
+}
+
+/// Trains from scratch (or from `init` weights), reporting each epoch to `on_epoch`.
+pub fn train(
+    cfg: &TrainConfig,
+    prep: &imaging::Preprocessing,
+    train: &Tensors,
+    val: &Tensors,
+    device: Device,
+    checkpoint: Option<&Path>,
+    mut on_epoch: impl FnMut(&EpochLog),
+) -> Result<Trained, Error> {
+    tch::manual_seed(cfg.seed as i64);
+    let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(cfg.seed);
+    let mut vs = nn::VarStore::new(device);
+    let net = Net::new(&vs.root(), cfg.arch);
+    let mut opt = nn::AdamW { wd: cfg.weight_decay, ..Default::default() }.build(&vs, cfg.lr)?;
+    let mut first_epoch = 1;
+    let mut history: Vec<EpochLog> = Vec::new();
+    if let Some(ck) = checkpoint.filter(|p| p.with_extension("json").exists()) {
+        vs.load(ck)?;
+        history = serde_json::from_str(&std::fs::read_to_string(ck.with_extension("json"))?)?;
+        first_epoch = history.len() + 1;
+    }
+    let n = train.x.size()[0];
+    let steps_per_epoch = (n as usize).div_ceil(cfg.batch_size);
+    let total = (steps_per_epoch * cfg.epochs).max(1) as f64;
+    // Class balance: weigh positives by negatives/positives.
+    let pos = f64::try_from((&train.glaucoma * &train.glaucoma_mask).sum(Kind::Float)).unwrap_or(1.0).max(1.0);
+    let all = f64::try_from(train.glaucoma_mask.sum(Kind::Float)).unwrap_or(1.0);
+    let pos_weight = Tensor::from_slice(&[((all - pos) / pos) as f32]).to_device(device);
+    let mut best = (f64::NEG_INFINITY, first_epoch.saturating_sub(1));
+    let mut best_weights: Option<PathBuf> = None;
+    let tmp = std::env::temp_dir().join(format!("fundus-best-{}-{}.safetensors", std::process::id(), cfg.seed));
+    for h in &history {
+        if h.val_auc > best.0 {
+            best = (h.val_auc, h.epoch);
+        }
+    }
+    for epoch in first_epoch..=cfg.epochs {
+        let started = Instant::now();
+        let order = Tensor::randperm(n, (Kind::Int64, Device::Cpu));
+        let mut loss_sum = 0.0;
+        for step in 0..steps_per_epoch {
+            let t = ((epoch - 1) * steps_per_epoch + step) as f64;
+            opt.set_lr(cfg.lr * 0.5 * (1.0 + (std::f64::consts::PI * t / total).cos()));
+            let idx = order.narrow(0, (step * cfg.batch_size) as i64, (cfg.batch_size as i64).min(n - (step * cfg.batch_size) as i64));
+            let xb = augment(train.x.index_select(0, &idx).to_device(device).to_kind(Kind::Float) / 255.0, &mut rng);
+            let mean = Tensor::from_slice(&prep.mean).view([1, 3, 1, 1]).to_device(device);
+            let std = Tensor::from_slice(&prep.std).view([1, 3, 1, 1]).to_device(device);
+            let xb = (xb - mean) / std;
+            let sel = |t: &Tensor| t.index_select(0, &idx).to_device(device);
+            let (lg, lq) = net.forward_t(&xb, true);
+            let gm = sel(&train.glaucoma_mask);
+            let lg_loss = (lg.binary_cross_entropy_with_logits(&sel(&train.glaucoma), None::<Tensor>, Some(pos_weight.shallow_clone()), tch::Reduction::None) * &gm).sum(Kind::Float)
+                / gm.sum(Kind::Float).clamp_min(1.0);
+            let qm = sel(&train.gradable_mask);
+            let lq_loss = (lq.binary_cross_entropy_with_logits(&sel(&train.gradable), None::<Tensor>, None::<Tensor>, tch::Reduction::None) * &qm).sum(Kind::Float)
+                / qm.sum(Kind::Float).clamp_min(1.0);
+            let loss = lg_loss + lq_loss;
+            opt.backward_step(&loss);
+            loss_sum += f64::try_from(&loss).unwrap_or(f64::NAN);
+        }
+        let (g, q) = predict(&net, &val.x, prep, device, 64);
+        let (val_auc, val_gradable_auc) = aucs(val, &g, &q);
+        let log = EpochLog { epoch, train_loss: loss_sum / steps_per_epoch as f64, val_auc, val_gradable_auc, seconds: started.elapsed().as_secs_f64() };
+        on_epoch(&log);
+        history.push(log);
+        if val_auc > best.0 {
+            best = (val_auc, epoch);
+            vs.save(&tmp)?;
+            best_weights = Some(tmp.clone());
+        }
+        if let Some(ck) = checkpoint {
+            vs.save(ck)?;
+            std::fs::write(ck.with_extension("json"), serde_json::to_string(&history)?)?;
+        }
+        if epoch >= best.1 + cfg.patience {
+            break;
+        }
+    }
+    if let Some(w) = best_weights {
+        vs.load(&w)?;
+        let _ = std::fs::remove_file(w);
+    }
+    Ok(Trained { vs, net, history, best_epoch: best.1 })
+}
