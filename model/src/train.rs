@@ -1,7 +1,7 @@
 //! Training: photos are preprocessed once (the shared `imaging` path) into a
 //! u8 tensor in memory, then each epoch augments batches on the fly (flips,
 //! small rotations, colour and blur), optimises both heads with AdamW on a
-//! cosine schedule, and keeps the weights with the best validation AUC.
+//! cosine schedule, and keeps the weights with the best validation AUCs.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -117,6 +117,12 @@ pub struct EpochLog {
     pub seconds: f64,
 }
 
+/// What early stopping maximises: both heads matter, so the sum of their
+/// validation AUCs (the glaucoma AUC alone when the data has no gradability labels).
+fn selection_score(glaucoma_auc: f64, gradable_auc: f64) -> f64 {
+    if gradable_auc.is_nan() { glaucoma_auc } else { glaucoma_auc + gradable_auc }
+}
+
 pub struct Trained {
     pub vs: nn::VarStore,
     pub net: Net,
@@ -185,8 +191,9 @@ pub fn train(
     let mut best_weights: Option<PathBuf> = None;
     let tmp = std::env::temp_dir().join(format!("fundus-best-{}-{}.safetensors", std::process::id(), cfg.seed));
     for h in &history {
-        if h.val_auc > best.0 {
-            best = (h.val_auc, h.epoch);
+        let score = selection_score(h.val_auc, h.val_gradable_auc);
+        if score > best.0 {
+            best = (score, h.epoch);
         }
     }
     for epoch in first_epoch..=cfg.epochs {
@@ -218,8 +225,9 @@ pub fn train(
         let log = EpochLog { epoch, train_loss: loss_sum / steps_per_epoch as f64, val_auc, val_gradable_auc, seconds: started.elapsed().as_secs_f64() };
         on_epoch(&log);
         history.push(log);
-        if val_auc > best.0 {
-            best = (val_auc, epoch);
+        let score = selection_score(val_auc, val_gradable_auc);
+        if score > best.0 {
+            best = (score, epoch);
             vs.save(&tmp)?;
             best_weights = Some(tmp.clone());
         }
