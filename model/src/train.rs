@@ -76,9 +76,15 @@ pub fn load(samples: &[Sample], prep: &imaging::Preprocessing) -> Result<Tensors
 
 /// u8 images to normalised floats on `device`.
 pub fn normalise(x: &Tensor, prep: &imaging::Preprocessing, device: Device) -> Tensor {
+    standardise(x.to_device(device).to_kind(Kind::Float) / 255.0, prep)
+}
+
+/// 0..1 floats to the model's input: per-channel mean and standard deviation.
+fn standardise(x: Tensor, prep: &imaging::Preprocessing) -> Tensor {
+    let device = x.device();
     let mean = Tensor::from_slice(&prep.mean).view([1, 3, 1, 1]).to_device(device);
     let std = Tensor::from_slice(&prep.std).view([1, 3, 1, 1]).to_device(device);
-    (x.to_device(device).to_kind(Kind::Float) / 255.0 - mean) / std
+    (x - mean) / std
 }
 
 /// Random flips, a rotation of up to ±15°, brightness/contrast, and blur on a
@@ -205,9 +211,7 @@ pub fn train(
             opt.set_lr(cfg.lr * 0.5 * (1.0 + (std::f64::consts::PI * t / total).cos()));
             let idx = order.narrow(0, (step * cfg.batch_size) as i64, (cfg.batch_size as i64).min(n - (step * cfg.batch_size) as i64));
             let xb = augment(train.x.index_select(0, &idx).to_device(device).to_kind(Kind::Float) / 255.0, &mut rng);
-            let mean = Tensor::from_slice(&prep.mean).view([1, 3, 1, 1]).to_device(device);
-            let std = Tensor::from_slice(&prep.std).view([1, 3, 1, 1]).to_device(device);
-            let xb = (xb - mean) / std;
+            let xb = standardise(xb, prep);
             let sel = |t: &Tensor| t.index_select(0, &idx).to_device(device);
             let (lg, lq) = net.forward_t(&xb, true);
             let gm = sel(&train.glaucoma_mask);
