@@ -4,6 +4,7 @@
 mod admin;
 mod bench;
 mod bench_preprocess;
+mod score;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -39,6 +40,14 @@ enum Command {
     Train(train::TrainArgs),
     /// Evaluate a trained model on a data set.
     Evaluate(train::EvaluateArgs),
+    /// Score queued photos: claim jobs, run the model, route to review.
+    Worker(score::WorkerArgs),
+    /// Screen a backlog (store prefix or CSV manifest) and write a report.
+    Batch(score::BatchArgs),
+    /// Score a folder of photos with no services; writes a CSV.
+    Score(score::ScoreArgs),
+    /// Export a trained model as TorchScript (for Python and other runtimes).
+    Export(score::ExportArgs),
 }
 
 fn init_logs(json: bool) {
@@ -74,8 +83,20 @@ async fn main() -> std::process::ExitCode {
         Command::Admin(a) => admin::run(a).await,
         Command::Bench(b) => bench::run(b).await,
         Command::Synth(s) => admin::synth(s),
-        Command::Train(a) => train::train(a),
+        Command::Train(a) => train::train(a).await,
         Command::Evaluate(a) => train::evaluate_cmd(a),
+        Command::Worker(a) => {
+            let stop = tokio_util::sync::CancellationToken::new();
+            let s = stop.clone();
+            tokio::spawn(async move {
+                shutdown_signal().await;
+                s.cancel();
+            });
+            score::worker(a, stop).await
+        }
+        Command::Batch(a) => score::batch(a).await,
+        Command::Score(a) => score::score(a).await,
+        Command::Export(a) => score::export(a),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

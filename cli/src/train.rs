@@ -5,7 +5,8 @@ use std::time::Instant;
 
 use anyhow::Context;
 use model::card::{CARD_FILE, ModelCard, WEIGHTS_FILE, evaluate, fingerprint, roc_png};
-use model::train::{self, TrainConfig, Tensors};
+use indicatif::{ProgressBar, ProgressStyle};
+use model::train::{self, Event, TrainConfig, Tensors};
 use model::{Arch, Net};
 use tch::Device;
 
@@ -44,6 +45,24 @@ pub struct TrainArgs {
     /// Continue from the checkpoint in --out.
     #[arg(long)]
     resume: bool,
+    /// Start the trunk from these weights (safetensors in torchvision's names,
+    /// as notebooks/convert.ipynb writes them), e.g. ImageNet's.
+    #[arg(long)]
+    init: Option<PathBuf>,
+    /// Log the run to this MLflow tracking server and register the model.
+    #[arg(long, env = "FUNDUS_MLFLOW_URI")]
+    tracking_uri: Option<String>,
+    #[arg(long, default_value = "fundus-glaucoma")]
+    experiment: String,
+    /// Registered model name (with --tracking-uri).
+    #[arg(long, default_value = "fundus-glaucoma")]
+    register: String,
+    /// Point this alias (e.g. champion) at the new version.
+    #[arg(long)]
+    alias: Option<String>,
+    /// Don't draw progress bars (one line per epoch instead).
+    #[arg(long)]
+    no_progress: bool,
 }
 
 #[derive(clap::Args)]
@@ -70,7 +89,7 @@ fn report(name: &str, e: &model::Evaluation) {
     );
 }
 
-pub fn train(a: TrainArgs) -> anyhow::Result<()> {
+pub async fn train(a: TrainArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let device = Device::cuda_if_available();
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
@@ -94,14 +113,29 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
         weight_decay: a.weight_decay,
         patience: a.patience,
         seed: a.seed,
+        init: a.init.clone(),
     };
+    if let Some(init) = &a.init {
+        anyhow::ensure!(init.is_file(), "--init {}: no such file", init.display());
+    }
     let checkpoint = a.out.join("checkpoint.safetensors");
-    let trained = train::train(&cfg, &prep, &train_t, &val_t, device, a.resume.then_some(checkpoint.as_path()), |e| {
-        eprintln!(
+    let bar = if a.no_progress { ProgressBar::hidden() } else { ProgressBar::new(0) };
+    bar.set_style(
+        ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} steps {msg} (eta {eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let trained = train::train(&cfg, &prep, &train_t, &val_t, device, a.resume.then_some(checkpoint.as_path()), |ev| match ev {
+        Event::Step { epoch, step, steps } => {
+            bar.set_prefix(format!("{epoch}/{}", cfg.epochs));
+            bar.set_length(steps as u64);
+            bar.set_position(step as u64);
+        }
+        Event::Epoch(e) => bar.println(format!(
             "epoch {:>3}/{}  loss {:.4}  val AUC {:.4}  val gradability AUC {:.4}  {:.0} s",
             e.epoch, cfg.epochs, e.train_loss, e.val_auc, e.val_gradable_auc, e.seconds
-        );
+        )),
     })?;
+    bar.finish_and_clear();
     if !a.resume {
         let _ = std::fs::remove_file(&checkpoint);
         let _ = std::fs::remove_file(checkpoint.with_extension("json"));
@@ -131,6 +165,7 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
     card.save(&a.out)?;
     let shown = test.as_ref().unwrap_or(&validation);
     roc_png(&shown.roc, Some((1.0 - shown.specificity, shown.sensitivity)), &a.out.join("roc.png"))?;
+    write_roc_csv(&a.out.join("roc.csv"), &[("validation", &validation), ("test", test.as_ref().unwrap_or(&validation))], test.is_some())?;
     report("validation", &validation);
     if let Some(t) = &test {
         report("test", t);
@@ -143,6 +178,41 @@ pub fn train(a: TrainArgs) -> anyhow::Result<()> {
         a.out.display(),
         started.elapsed().as_secs_f64()
     );
+    if let Some(uri) = &a.tracking_uri {
+        let data = a.data.display().to_string();
+        let run = inference::registry::TrainingRun {
+            experiment: &a.experiment,
+            run_name: None,
+            card: &card,
+            model_dir: &a.out,
+            n: (tr.len(), va.len(), te.len()),
+            data: &data,
+            register: Some(&a.register),
+            alias: a.alias.as_deref(),
+        };
+        let logged = inference::registry::log_training(uri, &run).await?;
+        println!(
+            "MLflow: run {} in experiment {:?}; registered {} version {}{}",
+            logged.run_id,
+            a.experiment,
+            a.register,
+            logged.version.as_deref().unwrap_or("?"),
+            a.alias.as_ref().map(|al| format!(", alias {al}")).unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// The ROC points as `set,threshold,fpr,tpr` (what the evaluation notebook plots).
+fn write_roc_csv(path: &std::path::Path, sets: &[(&str, &model::Evaluation)], with_test: bool) -> anyhow::Result<()> {
+    let mut w = csv::Writer::from_path(path)?;
+    w.write_record(["set", "threshold", "fpr", "tpr"])?;
+    for (name, e) in sets.iter().take(if with_test { 2 } else { 1 }) {
+        for p in &e.roc {
+            w.write_record([name.to_string(), p.threshold.to_string(), p.fpr.to_string(), p.tpr.to_string()])?;
+        }
+    }
+    w.flush()?;
     Ok(())
 }
 

@@ -7,7 +7,8 @@ use crate::{PgPool, Result};
 
 pub struct NewStudy<'a> {
     pub site_id: Uuid,
-    pub device_id: Uuid,
+    /// The uploading device; none for batch imports.
+    pub device_id: Option<Uuid>,
     pub patient_ref: &'a str,
     pub captured_at: DateTime<Utc>,
     pub device_model: Option<&'a str>,

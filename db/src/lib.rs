@@ -3,7 +3,9 @@
 //! the row types. Nothing here knows HTTP, objects or tensors.
 
 pub mod access;
+pub mod batches;
 pub mod images;
+pub mod queue;
 
 use std::time::Duration;
 

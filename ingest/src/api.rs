@@ -127,7 +127,7 @@ pub async fn create_study(
         &s.db,
         &db::NewStudy {
             site_id: dev.site_id,
-            device_id: dev.device_id,
+            device_id: Some(dev.device_id),
             patient_ref,
             captured_at: req.captured_at,
             device_model: req.device_model.as_deref(),

@@ -23,6 +23,13 @@ pub enum StoreError {
     Config(String),
 }
 
+impl StoreError {
+    /// The object does not exist (as opposed to the store being unreachable).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StoreError::Unavailable(object_store::Error::NotFound { .. }))
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct Store {
     inner: Arc<dyn ObjectStore>,
@@ -106,6 +113,20 @@ impl Store {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Every key under `prefix`, sorted.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let metas: Vec<_> = self.inner.list(Some(&Path::from(prefix))).try_collect().await?;
+        let mut keys: Vec<String> = metas.into_iter().map(|m| m.location.to_string()).collect();
+        keys.sort();
+        Ok(keys)
+    }
+
+    /// Writes `bytes` at `key`, replacing what is there.
+    pub async fn put(&self, key: &str, bytes: Bytes) -> Result<(), StoreError> {
+        self.inner.put(&Path::from(key), PutPayload::from_bytes(bytes)).await?;
+        Ok(())
     }
 
     /// Keys under `prefix` last modified before `before`.

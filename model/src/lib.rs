@@ -4,12 +4,15 @@
 
 pub mod card;
 pub mod data;
+pub mod heatmap;
 pub mod metrics;
 pub mod net;
+pub mod score;
 pub mod train;
 
 pub use card::{Evaluation, ModelCard};
 pub use net::{Arch, Net};
+pub use score::{Precision, Scorer, Scores};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

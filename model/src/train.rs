@@ -25,6 +25,10 @@ pub struct TrainConfig {
     /// Epochs without a better validation AUC before stopping.
     pub patience: usize,
     pub seed: u64,
+    /// ImageNet (or other) trunk weights the run started from: a safetensors
+    /// file in torchvision's names, as the conversion notebook writes.
+    #[serde(default)]
+    pub init: Option<PathBuf>,
 }
 
 /// Preprocessed photos and their labels, ready for batching.
@@ -164,7 +168,13 @@ pub fn aucs(t: &Tensors, g: &[f32], q: &[f32]) -> (f64, f64) {
     (pick(g, &gl, &gm), pick(q, &ql, &qm))
 }
 
-/// Trains from scratch (or from `init` weights), reporting each epoch to `on_epoch`.
+/// What training reports as it goes.
+pub enum Event<'a> {
+    Step { epoch: usize, step: usize, steps: usize },
+    Epoch(&'a EpochLog),
+}
+
+/// Trains from scratch (or from `init` weights), reporting each step and epoch.
 pub fn train(
     cfg: &TrainConfig,
     prep: &imaging::Preprocessing,
@@ -172,12 +182,15 @@ pub fn train(
     val: &Tensors,
     device: Device,
     checkpoint: Option<&Path>,
-    mut on_epoch: impl FnMut(&EpochLog),
+    mut report: impl FnMut(Event),
 ) -> Result<Trained, Error> {
     tch::manual_seed(cfg.seed as i64);
     let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(cfg.seed);
     let mut vs = nn::VarStore::new(device);
     let net = Net::new(&vs.root(), cfg.arch);
+    if let Some(init) = cfg.init.as_deref().filter(|_| checkpoint.is_none_or(|c| !c.with_extension("json").exists())) {
+        crate::score::import_trunk(&mut vs, init)?;
+    }
     let mut opt = nn::AdamW { wd: cfg.weight_decay, ..Default::default() }.build(&vs, cfg.lr)?;
     let mut first_epoch = 1;
     let mut history: Vec<EpochLog> = Vec::new();
@@ -223,11 +236,12 @@ pub fn train(
             let loss = lg_loss + lq_loss;
             opt.backward_step(&loss);
             loss_sum += f64::try_from(&loss).unwrap_or(f64::NAN);
+            report(Event::Step { epoch, step: step + 1, steps: steps_per_epoch });
         }
         let (g, q) = predict(&net, &val.x, prep, device, 64);
         let (val_auc, val_gradable_auc) = aucs(val, &g, &q);
         let log = EpochLog { epoch, train_loss: loss_sum / steps_per_epoch as f64, val_auc, val_gradable_auc, seconds: started.elapsed().as_secs_f64() };
-        on_epoch(&log);
+        report(Event::Epoch(&log));
         history.push(log);
         let score = selection_score(val_auc, val_gradable_auc);
         if score > best.0 {

@@ -141,3 +141,35 @@ pub fn jpeg_bomb() -> Vec<u8> {
     j[sof + 5..sof + 9].copy_from_slice(&[0xEA, 0x60, 0xEA, 0x60]);
     j
 }
+
+/// A model directory with the small net's seeded initial weights and a card
+/// giving `threshold`: enough to exercise scoring and routing end to end
+/// without training (threshold 0 sends every gradable photo to review).
+pub fn untrained_model(dir: &std::path::Path, threshold: f32, size: u32) -> std::path::PathBuf {
+    std::fs::create_dir_all(dir).expect("model dir");
+    tch::manual_seed(7);
+    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
+    let _net = model::Net::new(&vs.root(), model::Arch::Small);
+    vs.save(dir.join(model::card::WEIGHTS_FILE)).expect("weights");
+    let card = serde_json::json!({
+        "name": "fixture",
+        "preprocessing": imaging::Preprocessing::new(size),
+        "threshold": threshold,
+        "train": { "arch": "small" },
+    });
+    std::fs::write(dir.join(model::card::CARD_FILE), card.to_string()).expect("card");
+    dir.to_path_buf()
+}
+
+/// Synthetic photos (800x600 JPEG) written into `dir`, named
+/// `p000.jpg`…; returns their paths.
+pub fn photo_files(dir: &std::path::Path, n: usize, seed: u64) -> Vec<std::path::PathBuf> {
+    std::fs::create_dir_all(dir).expect("photo dir");
+    (0..n)
+        .map(|i| {
+            let p = dir.join(format!("p{i:03}.jpg"));
+            std::fs::write(&p, jpeg(800, 600, seed + i as u64)).expect("photo");
+            p
+        })
+        .collect()
+}

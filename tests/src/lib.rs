@@ -259,3 +259,32 @@ async fn decode(r: reqwest::Response) -> (StatusCode, Value) {
     let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
     (status, body)
 }
+
+/// A scoring worker running inside the test process against this test's
+/// database and store, until `stop` is cancelled or (with `exit_when_idle`)
+/// the queue is empty.
+pub fn start_worker(
+    h: &Harness,
+    model_dir: &Path,
+    tweak: impl FnOnce(&mut inference::WorkerConfig),
+) -> (tokio::task::JoinHandle<anyhow::Result<inference::Summary>>, tokio_util::sync::CancellationToken) {
+    let mut cfg = inference::WorkerConfig::new(format!("test-worker-{}", &Uuid::new_v4().simple().to_string()[..6]));
+    cfg.poll = Duration::from_millis(200);
+    cfg.retry_base = Duration::from_millis(50);
+    cfg.grace = Duration::from_secs(5);
+    cfg.exit_when_idle = true;
+    tweak(&mut cfg);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let pool = db::connect(h.config.db.database_url.expose(), 8, Duration::from_secs(2)).expect("worker pool");
+    let task = tokio::spawn(inference::worker::run(
+        cfg,
+        pool,
+        h.store.clone(),
+        inference::ModelSource::Local(model_dir.to_path_buf()),
+        tch::Device::Cpu,
+        model::Precision::F32,
+        std::sync::Arc::new(inference::metrics::Metrics::default()),
+        stop.clone(),
+    ));
+    (task, stop)
+}

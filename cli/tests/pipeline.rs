@@ -1,0 +1,302 @@
+//! The scoring pipeline against the real stack: upload → worker → result and
+//! review item; a worker killed with -9 mid-batch; service outages during a
+//! batch; a poison photo; SIGTERM; batch screening with its report; offline
+//! scoring; and an MLflow alias moving under a running worker.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tests::{Harness, Stack, fixtures, start_worker};
+use uuid::Uuid;
+
+fn scratch(what: &str) -> PathBuf {
+    let d = tests::root().join(".stack/tests").join(format!("{what}-{}", &Uuid::new_v4().simple().to_string()[..8]));
+    std::fs::create_dir_all(&d).expect("scratch dir");
+    d
+}
+
+fn fundus(h: &Harness, args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_fundus"));
+    let st = &h.config.store;
+    c.args(args)
+        .env("FUNDUS_DATABASE_URL", h.config.db.database_url.expose())
+        .env("FUNDUS_STORE_URL", &st.store_url)
+        .env("FUNDUS_S3_ENDPOINT", st.s3_endpoint.as_deref().unwrap_or(""))
+        .env("FUNDUS_S3_REGION", &st.s3_region)
+        .env("FUNDUS_S3_ACCESS_KEY", st.s3_access_key.as_ref().map(|s| s.expose()).unwrap_or(""))
+        .env("FUNDUS_S3_SECRET_KEY", st.s3_secret_key.as_ref().map(|s| s.expose()).unwrap_or(""))
+        .env("FUNDUS_LOG", "warn");
+    c
+}
+
+fn run_ok(mut c: Command) -> String {
+    let out = c.output().expect("running fundus");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "fundus failed:\n{text}");
+    text
+}
+
+async fn scalar(h: &Harness, sql: &str) -> i64 {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(&h.pool).await.expect(sql)
+}
+
+/// Uploads `n` synthetic photos through the API; returns their ids.
+async fn upload(h: &Harness, n: usize, seed: u64) -> Vec<Uuid> {
+    let token = h.device("clinic").await;
+    let study = h.study(&token).await;
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let (status, body) = h.send(h.upload(&token, study, fixtures::jpeg(800, 600, seed + i as u64), "image/jpeg")).await;
+        assert_eq!(status, 201, "{body}");
+        ids.push(body["id"].as_str().expect("id").parse().expect("uuid"));
+    }
+    ids
+}
+
+async fn wait_for(h: &Harness, sql: &str, want: i64, limit: Duration) {
+    let t = Instant::now();
+    loop {
+        let got = scalar(h, sql).await;
+        if got >= want {
+            return;
+        }
+        assert!(t.elapsed() < limit, "{sql}: {got} after {limit:?}, wanted {want}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every job done, one result per photo, no result twice.
+async fn assert_exactly_once(h: &Harness, n: i64) {
+    assert_eq!(scalar(h, "SELECT count(*) FROM jobs WHERE state = 'done'").await, n);
+    assert_eq!(scalar(h, "SELECT count(*) FROM results").await, n);
+    assert_eq!(scalar(h, "SELECT count(DISTINCT image_id) FROM results").await, n);
+}
+
+#[tokio::test]
+async fn an_upload_is_scored_routed_to_review_with_a_heatmap() {
+    let stack = Stack::shared();
+    let h = Harness::start(&stack).await;
+    let model = fixtures::untrained_model(&scratch("model"), 0.0, 64);
+    let ids = upload(&h, 3, 100).await;
+    let (worker, _stop) = start_worker(&h, &model, |_| {});
+    let summary = worker.await.expect("join").expect("worker");
+    assert_eq!(summary.done, 3);
+    assert_exactly_once(&h, 3).await;
+    let token = h.device("clinic2").await;
+    for id in ids {
+        let (label, reason, key): (String, String, Option<String>) = sqlx::query_as(
+            "SELECT r.label, ri.reason, r.heatmap_key FROM results r JOIN review_items ri ON ri.result_id = r.id WHERE r.image_id = $1",
+        )
+        .bind(id)
+        .fetch_one(&h.pool)
+        .await
+        .expect("a result with a review item");
+        // Threshold 0: every gradable photo is referable.
+        assert!(matches!((label.as_str(), reason.as_str()), ("referable", "referable") | ("ungradable", "ungradable")), "{label}/{reason}");
+        let png = h.store.get(key.as_deref().expect("heatmap key")).await.expect("heatmap object");
+        assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+        let img = image::load_from_memory(&png).expect("heatmap decodes");
+        assert_eq!((img.width(), img.height()), (64, 64));
+        let status: String = sqlx::query_scalar("SELECT status FROM images WHERE id = $1").bind(id).fetch_one(&h.pool).await.expect("status");
+        assert_eq!(status, "in_review");
+        // Another site's device sees nothing of it.
+        let (code, _) = h.get(Some(&token), &format!("/v1/images/{id}")).await;
+        assert_eq!(code, 403);
+    }
+    let version: String = sqlx::query_scalar("SELECT version FROM model_versions").fetch_one(&h.pool).await.expect("model version");
+    assert!(version.starts_with("local-"), "{version}");
+}
+
+#[tokio::test]
+async fn a_poison_photo_is_dead_lettered_and_the_others_proceed() {
+    let stack = Stack::shared();
+    let h = Harness::start(&stack).await;
+    let model = fixtures::untrained_model(&scratch("model"), 0.5, 64);
+    let ids = upload(&h, 4, 200).await;
+    // Accepted at upload, then its object is damaged in the store.
+    let key: String = sqlx::query_scalar("SELECT object_key FROM images WHERE id = $1").bind(ids[1]).fetch_one(&h.pool).await.expect("key");
+    h.store.put(&key, bytes::Bytes::from_static(b"\xff\xd8\xff\xe0 not a photo any more")).await.expect("overwrite");
+    let (worker, _stop) = start_worker(&h, &model, |_| {});
+    let summary = worker.await.expect("join").expect("worker");
+    assert_eq!((summary.done, summary.dead), (3, 1), "{summary:?}");
+    let (state, attempts, error): (String, i32, Option<String>) =
+        sqlx::query_as("SELECT state, attempts, last_error FROM jobs WHERE image_id = $1").bind(ids[1]).fetch_one(&h.pool).await.expect("job");
+    assert_eq!((state.as_str(), attempts), ("dead", 5));
+    assert!(error.as_deref().unwrap_or("").contains("SHA-256"), "{error:?}");
+    let status: String = sqlx::query_scalar("SELECT status FROM images WHERE id = $1").bind(ids[1]).fetch_one(&h.pool).await.expect("status");
+    assert_eq!(status, "failed");
+    assert_eq!(scalar(&h, "SELECT count(*) FROM results").await, 3);
+}
+
+fn spawn_worker(h: &Harness, model: &Path, extra: &[&str]) -> Child {
+    let mut args = vec!["worker", "--model", model.to_str().expect("path"), "--cpu", "--poll-secs", "0.2", "--retry-secs", "0.05"];
+    args.extend_from_slice(extra);
+    fundus(h, &args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("starting a worker")
+}
+
+#[tokio::test]
+async fn kill_9_mid_batch_then_another_worker_scores_each_photo_exactly_once() {
+    let stack = Stack::shared();
+    let h = Harness::start(&stack).await;
+    let model = fixtures::untrained_model(&scratch("model"), 0.5, 64);
+    let n = 60;
+    upload(&h, n, 300).await;
+    let mut first = spawn_worker(&h, &model, &["--lease-secs", "2", "--max-batch", "4", "--in-flight", "8", "--claim-batch", "4"]);
+    wait_for(&h, "SELECT count(*) FROM jobs WHERE state = 'done'", 5, Duration::from_secs(60)).await;
+    first.kill().expect("kill -9");
+    let _ = first.wait();
+    let held = scalar(&h, "SELECT count(*) FROM jobs WHERE state = 'running'").await;
+    assert!(held > 0, "the killed worker held no job: nothing was interrupted");
+    let done_before = scalar(&h, "SELECT count(*) FROM jobs WHERE state = 'done'").await;
+    assert!(done_before < n as i64, "all done before the kill");
+    // The second worker puts the expired leases back and finishes the batch.
+    let out = fundus(&h, &["worker", "--model", model.to_str().expect("path"), "--cpu", "--poll-secs", "0.2", "--exit-when-idle"]).output().expect("second worker");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_exactly_once(&h, n as i64).await;
+    let retried = scalar(&h, "SELECT count(*) FROM jobs WHERE attempts = 2").await;
+    assert_eq!(retried, held, "the interrupted jobs ran exactly once more");
+    assert_eq!(scalar(&h, "SELECT count(*) FROM jobs WHERE attempts > 2").await, 0);
+}
+
+#[tokio::test]
+async fn sigterm_stops_claiming_and_leaves_no_job_held() {
+    let stack = Stack::shared();
+    let h = Harness::start(&stack).await;
+    let model = fixtures::untrained_model(&scratch("model"), 0.5, 64);
+    upload(&h, 30, 400).await;
+    let mut w = spawn_worker(&h, &model, &["--max-batch", "2", "--in-flight", "4", "--claim-batch", "2", "--grace-secs", "10"]);
+    wait_for(&h, "SELECT count(*) FROM jobs WHERE state = 'done'", 2, Duration::from_secs(60)).await;
+    let t = Instant::now();
+    Command::new("kill").args(["-TERM", &w.id().to_string()]).status().expect("kill -TERM");
+    let status = w.wait().expect("wait");
+    assert!(status.success(), "worker exit {status:?}");
+    assert!(t.elapsed() < Duration::from_secs(10), "took {:?} to stop", t.elapsed());
+    assert_eq!(scalar(&h, "SELECT count(*) FROM jobs WHERE state = 'running'").await, 0);
+    let done = scalar(&h, "SELECT count(*) FROM jobs WHERE state = 'done'").await;
+    assert!(done < 30, "the worker went on after SIGTERM");
+    // What it gave back was not counted as an attempt.
+    assert_eq!(scalar(&h, "SELECT count(*) FROM jobs WHERE state = 'queued' AND attempts > 0").await, 0);
+    let mut stderr = String::new();
+    use std::io::Read;
+    w.stderr.take().expect("stderr").read_to_string(&mut stderr).expect("read");
+    assert!(stderr.contains("worker stopped"), "{stderr}");
+}
+
+#[tokio::test]
+async fn batch_screening_registers_waits_reports_and_reruns() {
+    let stack = Stack::shared();
+    let h = Harness::start(&stack).await;
+    let dir = scratch("batch");
+    let model = fixtures::untrained_model(&dir.join("model"), 0.5, 64);
+    let photos = fixtures::photo_files(&dir.join("photos"), 8, 500);
+    let mut manifest = String::from("path,label,eye\n");
+    for (i, p) in photos.iter().enumerate() {
+        manifest += &format!("photos/{},{},{}\n", p.file_name().expect("name").to_string_lossy(), i % 2, if i % 2 == 0 { "left" } else { "" });
+    }
+    std::fs::write(dir.join("photos/broken.jpg"), b"\xff\xd8\xff not a JPEG").expect("broken");
+    manifest += "photos/broken.jpg,0,\n";
+    std::fs::write(dir.join("manifest.csv"), &manifest).expect("manifest");
+    let report = dir.join("report");
+    let m = dir.join("manifest.csv");
+    // Every photo counts as gradable, so both labels reach the ROC.
+    let mut w = spawn_worker(&h, &model, &["--gradable-threshold", "0"]);
+    let text = run_ok(fundus(&h, &["batch", "--manifest", m.to_str().expect("p"), "--report", report.to_str().expect("p"), "--timeout-secs", "120"]));
+    assert!(text.contains("8 registered, 0 already registered, 1 rejected"), "{text}");
+    let csv = std::fs::read_to_string(report.join("report.csv")).expect("report.csv");
+    assert_eq!(csv.lines().count(), 1 + 9, "{csv}");
+    assert!(csv.lines().any(|l| l.starts_with("photos/broken.jpg,,rejected")), "{csv}");
+    assert_eq!(csv.lines().filter(|l| l.contains(",done,")).count(), 8, "{csv}");
+    let html = std::fs::read_to_string(report.join("report.html")).expect("report.html");
+    assert!(html.contains("Glaucoma scores") && html.contains("AUC"), "labels given: the HTML shows the ROC");
+    let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(report.join("summary.json")).expect("summary")).expect("json");
+    assert_eq!(summary["scored"], 8);
+    assert_eq!(summary["rejected"], 1);
+    // Batch jobs sit below phone uploads in the queue.
+    assert_eq!(scalar(&h, "SELECT count(*) FROM jobs WHERE priority = 0").await, 8);
+    // Running it again registers nothing new and reports the same photos.
+    let again = run_ok(fundus(&h, &["batch", "--manifest", m.to_str().expect("p"), "--report", report.to_str().expect("p"), "--timeout-secs", "60"]));
+    assert!(again.contains("0 registered, 8 already registered"), "{again}");
+    assert_eq!(scalar(&h, "SELECT count(*) FROM images").await, 8);
+    let _ = w.kill();
+    let _ = w.wait();
+    // A manifest without a path column is refused with a clear message.
+    std::fs::write(dir.join("bad.csv"), "file,label\nx.jpg,1\n").expect("bad manifest");
+    let out = fundus(&h, &["batch", "--manifest", dir.join("bad.csv").to_str().expect("p"), "--no-wait"]).output().expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no `path` column"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test]
+async fn phone_uploads_are_claimed_before_batch_work() {
+    let stack = Stack::shared();
+    let h = Harness::start(&stack).await;
+    let dir = scratch("prio");
+    let photos = fixtures::photo_files(&dir.join("photos"), 5, 600);
+    let mut manifest = String::from("path\n");
+    for p in &photos {
+        manifest += &format!("{}\n", p.display());
+    }
+    std::fs::write(dir.join("m.csv"), manifest).expect("manifest");
+    run_ok(fundus(&h, &["batch", "--manifest", dir.join("m.csv").to_str().expect("p"), "--no-wait", "--report", dir.join("r").to_str().expect("p")]));
+    let phone = upload(&h, 1, 700).await;
+    let claimed = db::queue::claim(&h.pool, "probe", 1, 30.0).await.expect("claim");
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].image_id, phone[0], "the phone upload goes first");
+}
+
+#[tokio::test]
+async fn the_worker_survives_a_store_outage_and_a_postgres_restart() {
+    let stack = Stack::dedicated("outage-worker");
+    let h = Harness::start(&stack).await;
+    let model = fixtures::untrained_model(&scratch("model"), 0.5, 64);
+    let n = 40;
+    upload(&h, n, 800).await;
+    let (worker, stop) = start_worker(&h, &model, |c| {
+        c.exit_when_idle = false;
+        c.batch.max_batch = 2;
+        c.in_flight = 4;
+        c.claim_batch = 2;
+    });
+    wait_for(&h, "SELECT count(*) FROM jobs WHERE state = 'done'", 4, Duration::from_secs(60)).await;
+    stack.stop("garage");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stack.up();
+    wait_for(&h, "SELECT count(*) FROM jobs WHERE state = 'done'", 12, Duration::from_secs(90)).await;
+    stack.stop("postgres");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stack.up();
+    wait_for(&h, "SELECT count(*) FROM jobs WHERE state = 'done'", n as i64, Duration::from_secs(180)).await;
+    stop.cancel();
+    let summary = worker.await.expect("join").expect("worker");
+    assert_eq!(summary.dead, 0, "{summary:?}");
+    assert_exactly_once(&h, n as i64).await;
+    // Outages cost no attempts: only a lease lost in the restart may show.
+    assert_eq!(scalar(&h, "SELECT count(*) FROM jobs WHERE attempts > 2").await, 0);
+}
+
+#[tokio::test]
+async fn score_dir_writes_a_csv_and_heatmaps_without_services() {
+    let dir = scratch("score");
+    let model = fixtures::untrained_model(&dir.join("model"), 0.0, 64);
+    fixtures::photo_files(&dir.join("photos/sub"), 6, 900);
+    std::fs::write(dir.join("photos/notes.txt"), "ignored").expect("txt");
+    std::fs::write(dir.join("photos/broken.png"), b"\x89PNG\r\n\x1a\nbroken").expect("broken");
+    let out = dir.join("scores.csv");
+    let text = run_ok({
+        let mut c = Command::new(env!("CARGO_BIN_EXE_fundus"));
+        c.args(["score", dir.join("photos").to_str().expect("p"), "--model", model.to_str().expect("p"), "--cpu", "--out", out.to_str().expect("p"), "--heatmaps", dir.join("maps").to_str().expect("p")]);
+        c
+    });
+    assert!(text.contains("7 photos") && text.contains("1 failed"), "{text}");
+    let csv = std::fs::read_to_string(&out).expect("csv");
+    assert_eq!(csv.lines().count(), 8, "{csv}");
+    let broken = csv.lines().find(|l| l.starts_with("broken.png")).expect("broken row");
+    assert!(broken.contains("png"), "the error names the problem: {broken}");
+    // Threshold 0: every scored photo is routed, so each has a heatmap.
+    assert_eq!(std::fs::read_dir(dir.join("maps")).expect("maps").count(), 6);
+    // A folder that is not a model is refused clearly.
+    let bad = Command::new(env!("CARGO_BIN_EXE_fundus")).args(["score", dir.join("photos").to_str().expect("p"), "--model", dir.to_str().expect("p")]).output().expect("run");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("model_card.json"), "{}", String::from_utf8_lossy(&bad.stderr));
+}

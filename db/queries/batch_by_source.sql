@@ -1,0 +1,1 @@
+SELECT id, study_id FROM batches WHERE source = $1

@@ -1,0 +1,1 @@
+SELECT name FROM batch_images WHERE batch_id = $1

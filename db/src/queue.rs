@@ -1,0 +1,163 @@
+//! The work queue: claim in batches with `FOR UPDATE SKIP LOCKED` under a
+//! lease, heartbeat, and finish, fail or release only as the holder (same
+//! worker, same attempt). Results are written once per (image, model version)
+//! in the transaction that finishes the job.
+
+use uuid::Uuid;
+
+use crate::{PgPool, Result};
+
+/// A claimed job and what the worker needs to fetch its photo.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub id: i64,
+    pub image_id: Uuid,
+    /// This claim's attempt number: part of the holder check.
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub priority: i16,
+    pub object_key: String,
+    pub format: String,
+    pub sha256: Vec<u8>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Depth {
+    pub queued: i64,
+    pub running: i64,
+    pub dead: i64,
+}
+
+/// What the worker concluded about one photo.
+#[derive(Debug, Clone)]
+pub struct Outcome<'a> {
+    pub model_version_id: Uuid,
+    pub glaucoma: f32,
+    pub gradable: f32,
+    /// `referable`, `non_referable` or `ungradable`.
+    pub label: &'a str,
+    pub heatmap_key: Option<&'a str>,
+    /// `referable`, `ungradable` or `uncertain` when a clinician should look.
+    pub review: Option<&'a str>,
+}
+
+/// Puts jobs with expired leases back (or dead-letters them). Returns
+/// (requeued, dead).
+pub async fn reclaim_expired(pool: &PgPool) -> Result<(i64, i64)> {
+    let r = sqlx::query_file!("queries/queue_reclaim_expired.sql").fetch_one(pool).await?;
+    Ok((r.requeued, r.dead))
+}
+
+pub async fn claim(pool: &PgPool, worker: &str, n: i64, lease_secs: f64) -> Result<Vec<Claimed>> {
+    let rows = sqlx::query_file!("queries/queue_claim.sql", worker, n, lease_secs).fetch_all(pool).await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Claimed {
+            id: r.id,
+            image_id: r.image_id,
+            attempts: r.attempts,
+            max_attempts: r.max_attempts,
+            priority: r.priority,
+            object_key: r.object_key,
+            format: r.format,
+            sha256: r.sha256,
+        })
+        .collect())
+}
+
+/// Extends the leases of `ids` still held by `worker`; returns the ids it holds.
+pub async fn heartbeat(pool: &PgPool, worker: &str, ids: &[i64], lease_secs: f64) -> Result<Vec<i64>> {
+    Ok(sqlx::query_file_scalar!("queries/queue_heartbeat.sql", worker, ids, lease_secs).fetch_all(pool).await?)
+}
+
+/// Finishes the job and records its result, review item and the photo's status
+/// in one transaction. Returns false (and writes nothing) when this worker no
+/// longer holds the job: its lease expired and the job went elsewhere.
+pub async fn finish(pool: &PgPool, job: &Claimed, worker: &str, o: &Outcome<'_>) -> Result<bool> {
+    let mut tx = pool.begin().await?;
+    let held = sqlx::query_file_scalar!("queries/job_finish.sql", job.id, worker, job.attempts)
+        .fetch_optional(&mut *tx)
+        .await?;
+    if held.is_none() {
+        return Ok(false);
+    }
+    let inserted = sqlx::query_file_scalar!(
+        "queries/result_insert.sql",
+        job.image_id,
+        o.model_version_id,
+        o.glaucoma,
+        o.gradable,
+        o.label,
+        o.heatmap_key
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    let result_id = match inserted {
+        Some(id) => id,
+        None => {
+            sqlx::query_file_scalar!("queries/result_by_version.sql", job.image_id, o.model_version_id)
+                .fetch_one(&mut *tx)
+                .await?
+        }
+    };
+    if let Some(reason) = o.review {
+        sqlx::query_file!("queries/review_insert.sql", job.image_id, result_id, reason).execute(&mut *tx).await?;
+    }
+    let status = if o.review.is_some() { "in_review" } else { "scored" };
+    sqlx::query_file!("queries/image_set_status.sql", job.image_id, status).execute(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+/// A failed attempt. Returns `Some(true)` when the job was dead-lettered,
+/// `Some(false)` when it will be retried after `backoff_secs`, `None` when this
+/// worker no longer held it.
+pub async fn fail(pool: &PgPool, job: &Claimed, worker: &str, backoff_secs: f64, error: &str) -> Result<Option<bool>> {
+    let mut tx = pool.begin().await?;
+    let r = sqlx::query_file!("queries/job_fail.sql", job.id, worker, job.attempts, backoff_secs, error)
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some(r) = r else { return Ok(None) };
+    let dead = r.state == "dead";
+    if dead {
+        sqlx::query_file!("queries/image_set_status.sql", r.image_id, "failed").execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(Some(dead))
+}
+
+/// Gives the job back without counting the attempt; false when not held.
+pub async fn release(pool: &PgPool, job: &Claimed, worker: &str, delay_secs: f64) -> Result<bool> {
+    Ok(sqlx::query_file_scalar!("queries/job_release.sql", job.id, worker, job.attempts, delay_secs)
+        .fetch_optional(pool)
+        .await?
+        .is_some())
+}
+
+pub async fn depth(pool: &PgPool) -> Result<Depth> {
+    let r = sqlx::query_file!("queries/queue_depth.sql").fetch_one(pool).await?;
+    Ok(Depth { queued: r.queued, running: r.running, dead: r.dead })
+}
+
+/// The `model_versions` row for (name, version), created on first use.
+pub async fn model_version(
+    pool: &PgPool,
+    name: &str,
+    version: &str,
+    mlflow_run_id: Option<&str>,
+    weights_uri: &str,
+    threshold: f32,
+    preprocessing: &serde_json::Value,
+) -> Result<Uuid> {
+    Ok(sqlx::query_file_scalar!(
+        "queries/model_version_upsert.sql",
+        name,
+        version,
+        mlflow_run_id,
+        weights_uri,
+        threshold,
+        preprocessing
+    )
+    .fetch_one(pool)
+    .await?)
+}

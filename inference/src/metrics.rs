@@ -1,0 +1,58 @@
+//! The worker's Prometheus metrics, served on `/metrics`.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Outcome {
+    /// done, retry, dead, released, lost
+    pub outcome: &'static str,
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub queue_depth: Gauge,
+    pub claim_seconds: Histogram,
+    pub batch_size: Histogram,
+    pub inference_seconds: Histogram,
+    pub images_scored: Counter,
+    pub jobs: Family<Outcome, Counter>,
+    pub job_seconds: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("fundus_worker");
+        let queue_depth = Gauge::default();
+        let claim_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
+        let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 10));
+        let inference_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 14));
+        let images_scored = Counter::default();
+        let jobs = Family::<Outcome, Counter>::default();
+        let job_seconds = Histogram::new(exponential_buckets(0.005, 2.0, 14));
+        registry.register("queue_depth", "Jobs queued and ready or waiting to retry", queue_depth.clone());
+        registry.register("claim_seconds", "Time to claim a batch of jobs", claim_seconds.clone());
+        registry.register("batch_size", "Photos per model forward pass", batch_size.clone());
+        registry.register("inference_seconds", "Time per model forward pass (batch)", inference_seconds.clone());
+        registry.register("images_scored", "Photos scored (rate() gives images/s)", images_scored.clone());
+        registry.register("jobs", "Jobs ended by outcome", jobs.clone());
+        registry.register("job_seconds", "Claim to completion per job", job_seconds.clone());
+        Metrics { registry, queue_depth, claim_seconds, batch_size, inference_seconds, images_scored, jobs, job_seconds }
+    }
+}
+
+impl Metrics {
+    pub fn outcome(&self, outcome: &'static str) {
+        self.jobs.get_or_create(&Outcome { outcome }).inc();
+    }
+
+    pub fn encode(&self) -> String {
+        let mut s = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut s, &self.registry);
+        s
+    }
+}

@@ -1,0 +1,57 @@
+//! The CPU side of scoring one photo, shared by the worker and offline
+//! scoring: preprocess on the rayon pool (a panic there fails only that
+//! photo), and render a reviewer's heatmap.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
+use imaging::{Format, Preprocessing, RgbImage};
+
+/// A photo ready for the model: u8 CHW at `prep.size`, and its crop.
+pub struct Prepared {
+    pub chw: Vec<u8>,
+    pub crop: RgbImage,
+    pub fov_found: bool,
+}
+
+/// Decodes and preprocesses; errors and panics become a message.
+pub fn prepare(bytes: &[u8], prep: &Preprocessing) -> Result<Prepared, String> {
+    let run = || -> Result<Prepared, String> {
+        let format = imaging::sniff(bytes).ok_or("not a JPEG, PNG or DICOM file")?;
+        let out = imaging::preprocess(bytes, format, prep).map_err(|e| format!("{} photo: {e}", format.as_str()))?;
+        let s = prep.size as usize;
+        let mut chw = vec![0u8; 3 * s * s];
+        for (i, px) in out.crop.pixels().enumerate() {
+            for c in 0..3 {
+                chw[c * s * s + i] = px.0[c];
+            }
+        }
+        Ok(Prepared { chw, crop: out.crop, fov_found: out.fov.is_some() })
+    };
+    match catch_unwind(AssertUnwindSafe(run)) {
+        Ok(r) => r,
+        Err(p) => Err(format!(
+            "preprocessing panicked: {}",
+            p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
+        )),
+    }
+}
+
+/// The format an image row records, as `imaging` knows it.
+pub fn format_of(name: &str) -> Option<Format> {
+    [Format::Jpeg, Format::Png, Format::Dicom].into_iter().find(|f| f.as_str() == name)
+}
+
+/// Runs `f` on the rayon pool and awaits it; a panic becomes an error.
+pub async fn on_rayon<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Result<R, String> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    rayon::spawn(move || {
+        let r = catch_unwind(AssertUnwindSafe(f)).map_err(|_| "panicked".to_owned());
+        let _ = tx.send(r);
+    });
+    rx.await.map_err(|_| "the rayon pool dropped the task".to_owned())?
+}
+
+/// The store key of a photo's heatmap under one model version.
+pub fn heatmap_key(image_id: &uuid::Uuid, model_version_id: &uuid::Uuid) -> String {
+    format!("derived/heatmaps/{image_id}/{model_version_id}.png")
+}

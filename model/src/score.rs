@@ -1,0 +1,235 @@
+//! Inference: load a model directory (our own safetensors + model card, or a
+//! TorchScript export with its short card), score batches of preprocessed
+//! photos, and give each photo a heatmap for reviewers. Also the two bridges
+//! to PyTorch: export to TorchScript, and ImageNet initialisation of a trunk
+//! from a safetensors file in torchvision's names.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+use tch::{CModule, Device, Kind, Tensor, nn};
+
+use crate::card::{CARD_FILE, WEIGHTS_FILE};
+use crate::net::{Arch, Net};
+use crate::train::normalise;
+use crate::Error;
+
+/// The file a TorchScript model directory holds beside its card.
+pub const SCRIPT_FILE: &str = "model.pt";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Precision {
+    /// bf16 on a GPU, f32 on the CPU.
+    #[default]
+    Auto,
+    F32,
+    Bf16,
+}
+
+/// What inference reads from a card: a training card has more, which is ignored.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct InferenceCard {
+    pub name: String,
+    /// `torchscript` for an export; absent for our own weights.
+    #[serde(default)]
+    pub format: Option<String>,
+    pub preprocessing: imaging::Preprocessing,
+    pub threshold: f32,
+    #[serde(default)]
+    pub train: Option<TrainHead>,
+    #[serde(default)]
+    pub arch: Option<String>,
+}
+
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct TrainHead {
+    pub arch: Arch,
+}
+
+enum Loaded {
+    Native { _vs: nn::VarStore, net: Net },
+    Script(CModule),
+}
+
+pub struct Scorer {
+    loaded: Loaded,
+    pub card: InferenceCard,
+    pub device: Device,
+    kind: Kind,
+    /// First 16 hex digits of the weights file's SHA-256: names a local model's version.
+    pub digest: String,
+}
+
+/// Scores for a batch, in input order.
+pub struct Scores {
+    pub glaucoma: Vec<f32>,
+    pub gradable: Vec<f32>,
+    /// `[N, S, S]` in 0..1 on the CPU, when asked for.
+    pub maps: Option<Tensor>,
+}
+
+fn file_digest(path: &Path) -> Result<String, Error> {
+    let mut f = std::fs::File::open(path).map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h)?;
+    Ok(hex::encode(&h.finalize()[..8]))
+}
+
+impl Scorer {
+    pub fn load(dir: &Path, device: Device, precision: Precision) -> Result<Scorer, Error> {
+        let card_path = dir.join(CARD_FILE);
+        let text = std::fs::read_to_string(&card_path).map_err(|e| Error::Data(format!("{}: {e}", card_path.display())))?;
+        let card: InferenceCard =
+            serde_json::from_str(&text).map_err(|e| Error::Data(format!("{}: {e}", card_path.display())))?;
+        if !(0.0..=1.0).contains(&card.threshold) {
+            return Err(Error::Data(format!("{}: threshold {} is not a probability", card_path.display(), card.threshold)));
+        }
+        let kind = match (precision, device) {
+            (Precision::F32, _) | (Precision::Auto, Device::Cpu) => Kind::Float,
+            _ => Kind::BFloat16,
+        };
+        let (loaded, weights) = match card.format.as_deref() {
+            Some("torchscript") => {
+                let path = dir.join(SCRIPT_FILE);
+                let mut m = CModule::load_on_device(&path, device).map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
+                m.set_eval();
+                m.to(device, kind, false);
+                (Loaded::Script(m), path)
+            }
+            None | Some("native") => {
+                let arch = card.train.as_ref().map(|t| t.arch).ok_or_else(|| Error::Data(format!("{}: no train.arch", card_path.display())))?;
+                let mut vs = nn::VarStore::new(device);
+                let net = Net::new(&vs.root(), arch);
+                let path = dir.join(WEIGHTS_FILE);
+                vs.load(&path).map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
+                vs.set_kind(kind);
+                (Loaded::Native { _vs: vs, net }, path)
+            }
+            Some(other) => return Err(Error::Data(format!("{}: unknown format {other:?}", card_path.display()))),
+        };
+        Ok(Scorer { loaded, digest: file_digest(&weights)?, card, device, kind })
+    }
+
+    /// Whether heatmaps come with the scores at little cost (our own nets) or
+    /// need a gradient pass (TorchScript).
+    pub fn maps_are_cheap(&self) -> bool {
+        matches!(self.loaded, Loaded::Native { .. })
+    }
+
+    pub fn size(&self) -> u32 {
+        self.card.preprocessing.size
+    }
+
+    /// Scores `x`, u8 `[N, 3, S, S]` on the CPU (the preprocessed crops).
+    pub fn score(&self, x: &Tensor, maps: bool) -> Scores {
+        let xs = normalise(x, &self.card.preprocessing, self.device).to_kind(self.kind);
+        let probs = |t: Tensor| Vec::<f32>::try_from(t.to_kind(Kind::Float).sigmoid().to_device(Device::Cpu)).unwrap_or_default();
+        let s = x.size()[2];
+        let up = |m: Tensor| m.unsqueeze(1).upsample_bilinear2d([s, s], false, None, None).squeeze_dim(1).to_device(Device::Cpu);
+        match (&self.loaded, maps) {
+            (Loaded::Native { net, .. }, false) => {
+                let (g, q) = tch::no_grad(|| net.forward_t(&xs, false));
+                Scores { glaucoma: probs(g), gradable: probs(q), maps: None }
+            }
+            (Loaded::Native { net, .. }, true) => {
+                let (g, q, cam) = tch::no_grad(|| net.forward_cam(&xs));
+                Scores { glaucoma: probs(g), gradable: probs(q), maps: Some(tch::no_grad(|| up(cam))) }
+            }
+            (Loaded::Script(m), false) => {
+                let out = tch::no_grad(|| m.forward_ts(&[xs])).expect("TorchScript forward");
+                Scores { glaucoma: probs(out.select(1, 0)), gradable: probs(out.select(1, 1)), maps: None }
+            }
+            (Loaded::Script(m), true) => {
+                // No feature map to reach into: the gradient of the glaucoma
+                // logit with respect to the input, smoothed, stands in.
+                let xs = xs.detach().set_requires_grad(true);
+                let out = m.forward_ts(&[&xs]).expect("TorchScript forward");
+                out.select(1, 0).sum(Kind::Float).backward();
+                let sal = tch::no_grad(|| {
+                    let g = xs.grad().to_kind(Kind::Float).abs().amax([1], true);
+                    let g = g.avg_pool2d([9, 9], [1, 1], [4, 4], false, true, None::<i64>).squeeze_dim(1);
+                    let peak = g.amax([1, 2], true).clamp_min(1e-12);
+                    g / peak
+                });
+                let out = out.detach();
+                Scores { glaucoma: probs(out.select(1, 0)), gradable: probs(out.select(1, 1)), maps: Some(up(sal)) }
+            }
+        }
+    }
+}
+
+/// Writes `out/model.pt` (TorchScript: normalised `[N, 3, S, S]` floats in,
+/// `[N, 2]` logits out, glaucoma then gradability) and its short card, from a
+/// model directory of ours. Traced on the CPU in f32.
+pub fn export_torchscript(model_dir: &Path, out: &Path) -> Result<PathBuf, Error> {
+    let card: crate::ModelCard = crate::ModelCard::load(model_dir)?;
+    let mut vs = nn::VarStore::new(Device::Cpu);
+    let net = Net::new(&vs.root(), card.train.arch);
+    vs.load(model_dir.join(WEIGHTS_FILE))?;
+    vs.freeze();
+    let s = card.preprocessing.size as i64;
+    let example = Tensor::zeros([1, 3, s, s], (Kind::Float, Device::Cpu));
+    let mut f = |xs: &[Tensor]| {
+        let (g, q) = net.forward_t(&xs[0], false);
+        vec![Tensor::stack(&[g, q], 1)]
+    };
+    let module = tch::no_grad(|| CModule::create_by_tracing("fundus", "forward", &[example], &mut f))?;
+    std::fs::create_dir_all(out)?;
+    let path = out.join(SCRIPT_FILE);
+    module.save(&path)?;
+    let short = InferenceCard {
+        name: card.name.clone(),
+        format: Some("torchscript".into()),
+        preprocessing: card.preprocessing.clone(),
+        threshold: card.threshold,
+        train: None,
+        arch: Some(format!("{:?}", card.train.arch).to_lowercase()),
+    };
+    std::fs::write(out.join(CARD_FILE), serde_json::to_string_pretty(&short)?)?;
+    Ok(path)
+}
+
+/// Copies a trunk's weights from a safetensors file in the checkpoint's own
+/// names (torchvision's, without `fc.`) into `trunk.*` of `vs`. Every trunk
+/// variable must be found with the same shape; extra tensors are ignored.
+/// Returns how many tensors were copied.
+pub fn import_trunk(vs: &mut nn::VarStore, file: &Path) -> Result<usize, Error> {
+    let tensors: HashMap<String, Tensor> = Tensor::read_safetensors(file)
+        .map_err(|e| Error::Data(format!("{}: {e}", file.display())))?
+        .into_iter()
+        .collect();
+    let mut copied = 0;
+    let mut missing = Vec::new();
+    tch::no_grad(|| -> Result<(), Error> {
+        for (name, mut var) in vs.variables() {
+            let Some(key) = name.strip_prefix("trunk.") else { continue };
+            match tensors.get(key) {
+                Some(t) if t.size() == var.size() => {
+                    var.copy_(&t.to_kind(var.kind()));
+                    copied += 1;
+                }
+                Some(t) => {
+                    return Err(Error::Data(format!(
+                        "{}: {key} has shape {:?}, the network wants {:?}",
+                        file.display(),
+                        t.size(),
+                        var.size()
+                    )))
+                }
+                None => missing.push(key.to_owned()),
+            }
+        }
+        Ok(())
+    })?;
+    if !missing.is_empty() {
+        missing.sort();
+        return Err(Error::Data(format!(
+            "{}: {} of the trunk's tensors are missing, e.g. {} (is this the right architecture?)",
+            file.display(),
+            missing.len(),
+            missing[0]
+        )));
+    }
+    Ok(copied)
+}
