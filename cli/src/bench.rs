@@ -17,6 +17,21 @@ pub enum Bench {
     /// Preprocessing of 12 MP phone JPEGs against a Python peer (PIL +
     /// torchvision) and libjpeg-turbo's `djpeg -scale 1/8` as the floor.
     Preprocess(PreprocessArgs),
+    /// `fundus score` on phone-like JPEGs against a Python peer (PIL +
+    /// torchvision + the same weights as TorchScript) and model-only forward.
+    Score {
+        #[command(flatten)]
+        model: crate::bench_score::BenchModel,
+        /// The project's Python venv (torch, torchvision, pillow).
+        #[arg(long, env = "FUNDUS_VENV")]
+        venv: std::path::PathBuf,
+    },
+    /// The worker end to end through the queue against model-only forward.
+    Worker(crate::bench_score::WorkerBenchArgs),
+    /// Upload-to-result latency on an idle stack against the upload alone.
+    Latency(crate::bench_score::LatencyArgs),
+    /// Claim + complete per second on one Postgres.
+    Queue(crate::bench_score::QueueArgs),
 }
 
 #[derive(clap::Args)]
@@ -55,6 +70,10 @@ pub async fn run(b: Bench) -> anyhow::Result<()> {
     match b {
         Bench::Upload(a) => upload(a).await,
         Bench::Preprocess(a) => crate::bench_preprocess::run(a),
+        Bench::Score { model, venv } => crate::bench_score::score(model, venv).await,
+        Bench::Worker(a) => crate::bench_score::worker(a).await,
+        Bench::Latency(a) => crate::bench_score::latency(a).await,
+        Bench::Queue(a) => crate::bench_score::queue(a).await,
     }
 }
 

@@ -42,10 +42,17 @@ fn ours(files: &[PathBuf], size: u32) -> anyhow::Result<f64> {
     Ok(files.len() as f64 / start.elapsed().as_secs_f64())
 }
 
+/// A file of the repository: `cargo run` sets CARGO_MANIFEST_DIR; otherwise
+/// paths are taken from the current directory (the repository root).
+pub fn repo_file(rel: &str) -> PathBuf {
+    match std::env::var_os("CARGO_MANIFEST_DIR") {
+        Some(cli) => PathBuf::from(cli).join("..").join(rel),
+        None => PathBuf::from(rel),
+    }
+}
+
 fn peer(files: &[PathBuf], size: u32, venv: &Path, workers: usize) -> anyhow::Result<f64> {
-    // `cargo run` sets CARGO_MANIFEST_DIR; otherwise run from the repository root.
-    let cli_dir = std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("cli"));
-    let script = cli_dir.join("../scripts/bench/preprocess_peer.py");
+    let script = repo_file("scripts/bench/preprocess_peer.py");
     let out = Command::new(venv.join("bin/python"))
         .arg(script)
         .args(["--size", &size.to_string(), "--workers", &workers.to_string()])

@@ -4,6 +4,7 @@
 mod admin;
 mod bench;
 mod bench_preprocess;
+mod bench_score;
 mod score;
 mod train;
 

@@ -56,6 +56,8 @@ pub struct ResultRow {
     pub model_name: String,
     pub model_version: String,
     pub threshold: f32,
+    /// Why the photo went to clinician review, when it did.
+    pub review_reason: Option<String>,
 }
 
 pub async fn study_create(pool: &PgPool, s: &NewStudy<'_>) -> Result<Uuid> {

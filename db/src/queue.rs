@@ -109,6 +109,21 @@ pub async fn finish(pool: &PgPool, job: &Claimed, worker: &str, o: &Outcome<'_>)
     Ok(true)
 }
 
+/// Completes a job that records nothing else; false when not held.
+pub async fn complete(pool: &PgPool, job: &Claimed, worker: &str) -> Result<bool> {
+    Ok(sqlx::query_file_scalar!("queries/job_finish.sql", job.id, worker, job.attempts)
+        .fetch_optional(pool)
+        .await?
+        .is_some())
+}
+
+/// Completes many held jobs in one statement; returns the ids completed.
+pub async fn complete_many(pool: &PgPool, jobs: &[Claimed], worker: &str) -> Result<Vec<i64>> {
+    let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
+    let attempts: Vec<i32> = jobs.iter().map(|j| j.attempts).collect();
+    Ok(sqlx::query_file_scalar!("queries/job_finish_many.sql", worker, &ids, &attempts).fetch_all(pool).await?)
+}
+
 /// A failed attempt. Returns `Some(true)` when the job was dead-lettered,
 /// `Some(false)` when it will be retried after `backoff_secs`, `None` when this
 /// worker no longer held it.

@@ -84,6 +84,8 @@ pub struct ImageResult {
     pub model: String,
     pub model_version: String,
     pub scored_at: DateTime<Utc>,
+    /// Why a clinician will look at it (referable, ungradable, uncertain); absent when not routed.
+    pub review: Option<String>,
 }
 
 fn bad(code: &'static str, msg: impl Into<String>) -> ApiError {
@@ -340,6 +342,7 @@ pub async fn get_image(
         model: r.model_name,
         model_version: r.model_version,
         scored_at: r.created_at,
+        review: r.review_reason,
     });
     Ok(Json(ImageState {
         id: row.id,

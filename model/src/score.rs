@@ -40,6 +40,9 @@ pub struct InferenceCard {
     pub train: Option<TrainHead>,
     #[serde(default)]
     pub arch: Option<String>,
+    /// The TorchScript file, relative to the card (`model.pt` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights: Option<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -91,7 +94,11 @@ impl Scorer {
         };
         let (loaded, weights) = match card.format.as_deref() {
             Some("torchscript") => {
-                let path = dir.join(SCRIPT_FILE);
+                let file = card.weights.as_deref().unwrap_or(SCRIPT_FILE);
+                if file.contains('/') || file.contains("..") {
+                    return Err(Error::Data(format!("{}: weights {file:?} must be a file beside the card", card_path.display())));
+                }
+                let path = dir.join(file);
                 let mut m = CModule::load_on_device(&path, device).map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
                 m.set_eval();
                 m.to(device, kind, false);
@@ -159,13 +166,40 @@ impl Scorer {
     }
 }
 
+/// A model directory with an architecture's seeded initial weights and a
+/// short card: for measuring speed (weights do not change it) and for tests.
+pub fn write_untrained(dir: &Path, arch: Arch, size: u32, threshold: f32, seed: i64) -> Result<(), Error> {
+    std::fs::create_dir_all(dir)?;
+    tch::manual_seed(seed);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let _net = Net::new(&vs.root(), arch);
+    vs.save(dir.join(WEIGHTS_FILE))?;
+    let card = InferenceCard {
+        name: format!("untrained-{}", serde_json::to_value(arch)?.as_str().unwrap_or("net")),
+        format: None,
+        preprocessing: imaging::Preprocessing::new(size),
+        threshold,
+        train: Some(TrainHead { arch }),
+        arch: None,
+        weights: None,
+    };
+    std::fs::write(dir.join(CARD_FILE), serde_json::to_string_pretty(&card)?)?;
+    Ok(())
+}
+
 /// Writes `out/model.pt` (TorchScript: normalised `[N, 3, S, S]` floats in,
 /// `[N, 2]` logits out, glaucoma then gradability) and its short card, from a
 /// model directory of ours. Traced on the CPU in f32.
 pub fn export_torchscript(model_dir: &Path, out: &Path) -> Result<PathBuf, Error> {
-    let card: crate::ModelCard = crate::ModelCard::load(model_dir)?;
+    let card_path = model_dir.join(CARD_FILE);
+    let text = std::fs::read_to_string(&card_path).map_err(|e| Error::Data(format!("{}: {e}", card_path.display())))?;
+    let card: InferenceCard = serde_json::from_str(&text).map_err(|e| Error::Data(format!("{}: {e}", card_path.display())))?;
+    let arch = match (&card.format, &card.train) {
+        (None, Some(t)) => t.arch,
+        _ => return Err(Error::Data(format!("{}: not a model of ours (no train.arch)", card_path.display()))),
+    };
     let mut vs = nn::VarStore::new(Device::Cpu);
-    let net = Net::new(&vs.root(), card.train.arch);
+    let net = Net::new(&vs.root(), arch);
     vs.load(model_dir.join(WEIGHTS_FILE))?;
     vs.freeze();
     let s = card.preprocessing.size as i64;
@@ -184,7 +218,8 @@ pub fn export_torchscript(model_dir: &Path, out: &Path) -> Result<PathBuf, Error
         preprocessing: card.preprocessing.clone(),
         threshold: card.threshold,
         train: None,
-        arch: Some(format!("{:?}", card.train.arch).to_lowercase()),
+        arch: serde_json::to_value(arch)?.as_str().map(str::to_owned),
+        weights: Some(SCRIPT_FILE.into()),
     };
     std::fs::write(out.join(CARD_FILE), serde_json::to_string_pretty(&short)?)?;
     Ok(path)

@@ -146,18 +146,7 @@ pub fn jpeg_bomb() -> Vec<u8> {
 /// giving `threshold`: enough to exercise scoring and routing end to end
 /// without training (threshold 0 sends every gradable photo to review).
 pub fn untrained_model(dir: &std::path::Path, threshold: f32, size: u32) -> std::path::PathBuf {
-    std::fs::create_dir_all(dir).expect("model dir");
-    tch::manual_seed(7);
-    let vs = tch::nn::VarStore::new(tch::Device::Cpu);
-    let _net = model::Net::new(&vs.root(), model::Arch::Small);
-    vs.save(dir.join(model::card::WEIGHTS_FILE)).expect("weights");
-    let card = serde_json::json!({
-        "name": "fixture",
-        "preprocessing": imaging::Preprocessing::new(size),
-        "threshold": threshold,
-        "train": { "arch": "small" },
-    });
-    std::fs::write(dir.join(model::card::CARD_FILE), card.to_string()).expect("card");
+    model::score::write_untrained(dir, model::Arch::Small, size, threshold, 7).expect("untrained model");
     dir.to_path_buf()
 }
 

@@ -1,0 +1,457 @@
+//! Scoring benchmarks, each against a baseline measured in the same run:
+//! `score` (ours against a Python peer running the same weights as
+//! TorchScript), `worker` (end to end through the queue against model-only
+//! forward passes), `latency` (upload to result on an idle stack, against the
+//! upload alone) and `queue` (claim + complete per second, against trivial
+//! transactions on the same connections).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use inference::{BatchConfig, ModelSource, Routing};
+use model::{Arch, Precision, Scorer};
+use rayon::prelude::*;
+use tch::{Device, Kind, Tensor};
+
+#[derive(clap::Args, Clone)]
+pub struct BenchModel {
+    /// A model directory; default: the seeded initial weights of --arch at
+    /// --size (speed does not depend on the weights).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = Arch::Small)]
+    arch: Arch,
+    #[arg(long, default_value_t = 128)]
+    size: u32,
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// Photos to score (phone sizes, 1.2 to 12 MP; written once, reused).
+    #[arg(long, default_value_t = 96)]
+    n: usize,
+    #[arg(long, default_value = ".stack/bench/score")]
+    dir: PathBuf,
+    #[arg(long)]
+    cpu: bool,
+    #[arg(long, value_enum, default_value_t = Precision::Auto)]
+    precision: Precision,
+}
+
+impl BenchModel {
+    fn device(&self) -> Device {
+        if self.cpu { Device::Cpu } else { Device::cuda_if_available() }
+    }
+
+    fn model_dir(&self) -> anyhow::Result<PathBuf> {
+        if let Some(m) = &self.model {
+            return Ok(m.clone());
+        }
+        let arch = serde_json::to_value(self.arch)?.as_str().unwrap_or("net").to_owned();
+        let dir = self.dir.join(format!("untrained-{arch}-{}", self.size));
+        if !dir.join(model::card::CARD_FILE).is_file() {
+            model::score::write_untrained(&dir, self.arch, self.size, 0.5, 1)?;
+        }
+        Ok(dir)
+    }
+
+    /// Phone-like photos of mixed sizes, written once.
+    fn photos(&self) -> anyhow::Result<PathBuf> {
+        use imaging::synth::{PHONE_SIZES, Params, render, to_jpeg};
+        use rand::SeedableRng;
+        let dir = self.dir.join(format!("photos-{}", self.n));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(17);
+        let params: Vec<Params> = (0..self.n).map(|_| Params::sample(&mut rng, &PHONE_SIZES)).collect();
+        params.par_iter().enumerate().try_for_each(|(i, p)| -> anyhow::Result<()> {
+            let path = dir.join(format!("photo-{i:04}.jpg"));
+            if !path.exists() {
+                std::fs::write(&path, to_jpeg(&render(p), 92))?;
+            }
+            Ok(())
+        })?;
+        Ok(dir)
+    }
+}
+
+/// Model-only: forward passes on ready-made u8 batches, images/s.
+fn forward_only(dir: &Path, device: Device, precision: Precision, batch: usize, n: usize) -> anyhow::Result<f64> {
+    let scorer = Scorer::load(dir, device, precision)?;
+    let s = scorer.size() as i64;
+    let x = Tensor::randint(256, [batch as i64, 3, s, s], (Kind::Uint8, Device::Cpu));
+    for _ in 0..2 {
+        let _ = scorer.score(&x, false); // warm-up
+    }
+    // At least `n` photos and at least two seconds.
+    let start = Instant::now();
+    let mut rounds = 0;
+    while rounds * batch < n || start.elapsed() < Duration::from_secs(2) {
+        let out = scorer.score(&x, false);
+        anyhow::ensure!(out.glaucoma.len() == batch);
+        rounds += 1;
+    }
+    Ok((rounds * batch) as f64 / start.elapsed().as_secs_f64())
+}
+
+fn header(m: &BenchModel, dir: &Path) -> anyhow::Result<()> {
+    let card: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join(model::card::CARD_FILE))?)?;
+    eprintln!(
+        "model: {} ({}), {} px, batch {}, device {:?}, threads {}",
+        card["name"].as_str().unwrap_or("?"),
+        dir.display(),
+        card["preprocessing"]["size"],
+        m.batch,
+        m.device(),
+        tch::get_num_threads()
+    );
+    Ok(())
+}
+
+pub async fn score(m: BenchModel, venv: PathBuf) -> anyhow::Result<()> {
+    let dir = m.model_dir()?;
+    let photos = m.photos()?;
+    header(&m, &dir)?;
+    let source = ModelSource::Local(dir.clone());
+    let loaded = inference::registry::load(&source, m.device(), m.precision, None).await?;
+    let batch = BatchConfig { max_batch: m.batch, max_wait: Duration::from_millis(10) };
+    let out = m.dir.join("ours.csv");
+    let (p2, o2) = (photos.clone(), out.clone());
+    let ours = tokio::task::spawn_blocking(move || inference::offline::score_dir(loaded, &p2, &o2, None, batch, Routing::default(), false)).await??;
+    anyhow::ensure!(ours.failed == 0, "{} photos failed", ours.failed);
+    let ours_rate = ours.photos as f64 / ours.seconds;
+
+    // The peer runs the same weights, exported as TorchScript.
+    let ts = m.dir.join("torchscript");
+    if m.model.is_some() || !ts.join("model.pt").is_file() {
+        model::score::export_torchscript(&dir, &ts)?;
+    }
+    let script = crate::bench_preprocess::repo_file("scripts/bench/score_peer.py");
+    let threads = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let o = Command::new(venv.join("bin/python"))
+        .arg(script)
+        .args(["--model", &ts.display().to_string(), "--images", &photos.display().to_string()])
+        .args(["--batch-size", &m.batch.to_string(), "--threads", &threads.to_string()])
+        .args(["--out", &m.dir.join("peer.csv").display().to_string()])
+        .output()
+        .context("running the Python peer")?;
+    anyhow::ensure!(o.status.success(), "Python peer failed: {}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    let peer_rate: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("images/s "))
+        .and_then(|v| v.trim().parse().ok())
+        .context("the peer printed no images/s")?;
+    let fwd = forward_only(&dir, m.device(), m.precision, m.batch, m.n)?;
+    println!("{} phone-like JPEGs (1.2-12 MP), same weights, same batch size, {threads} threads each", ours.photos);
+    println!("fundus score                              {ours_rate:>8.1} images/s");
+    println!("Python peer (PIL + torchvision + TorchScript) {peer_rate:>6.1} images/s");
+    println!("model-only forward (no decode)            {fwd:>8.1} images/s");
+    println!("ours / peer: {:.2}x (goal >= 1.5)   ours / model-only: {:.2}", ours_rate / peer_rate, ours_rate / fwd);
+    Ok(())
+}
+
+/// A database of the benchmark's own, created from a superuser URL and
+/// dropped afterwards, so the queue holds only the benchmark's jobs.
+struct ScratchDb {
+    admin: db::PgPool,
+    name: String,
+    pub url: String,
+}
+
+impl ScratchDb {
+    async fn create(superuser_url: &str, what: &str) -> anyhow::Result<ScratchDb> {
+        let name = format!("bench_{what}_{}", std::process::id());
+        let admin = db::connect(superuser_url, 1, Duration::from_secs(5))?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&admin).await?;
+        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&admin).await.context("creating the benchmark's database")?;
+        let mut url = url::Url::parse(superuser_url)?;
+        url.set_path(&name);
+        Ok(ScratchDb { admin, name, url: url.to_string() })
+    }
+
+    async fn drop_db(self) -> anyhow::Result<()> {
+        sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))).execute(&self.admin).await?;
+        Ok(())
+    }
+}
+
+#[derive(clap::Args)]
+pub struct WorkerBenchArgs {
+    /// A superuser URL: the benchmark creates (and drops) its own database.
+    #[arg(long, env = "FUNDUS_PG_SUPERUSER_URL")]
+    superuser_url: String,
+    #[command(flatten)]
+    store: ingest::StoreArgs,
+    #[command(flatten)]
+    model: BenchModel,
+}
+
+pub async fn worker(a: WorkerBenchArgs) -> anyhow::Result<()> {
+    let scratch = ScratchDb::create(&a.superuser_url, "worker").await?;
+    let r = worker_in(&a, &scratch.url).await;
+    scratch.drop_db().await?;
+    r
+}
+
+async fn worker_in(a: &WorkerBenchArgs, url: &str) -> anyhow::Result<()> {
+    let m = &a.model;
+    let dir = m.model_dir()?;
+    let photos = m.photos()?;
+    header(m, &dir)?;
+    let pool = db::connect(url, 16, Duration::from_secs(5))?;
+    db::migrate(&pool).await?;
+    let mut store_args = a.store.clone();
+    store_args.store_url = format!("{}/bench-worker-{}", a.store.store_url.trim_end_matches('/'), chrono::Utc::now().format("%Y%m%d%H%M%S"));
+    let store = ingest::Store::open(&store_args)?;
+    let mut manifest = String::from("path\n");
+    for e in std::fs::read_dir(std::fs::canonicalize(&photos)?)? {
+        manifest += &format!("{}\n", e?.path().display());
+    }
+    let mpath = m.dir.join(format!("manifest-{}.csv", std::process::id()));
+    std::fs::write(&mpath, manifest)?;
+    let limits = imaging::Limits { max_megapixels: 100, min_side: 512 };
+    let reg = inference::screen::register(&pool, &store, &inference::screen::Source::Manifest(mpath.clone()), limits, 30_000_000).await?;
+    let _ = std::fs::remove_file(&mpath);
+    anyhow::ensure!(reg.rejected.is_empty(), "{} photos rejected, e.g. {:?}", reg.rejected.len(), reg.rejected.first());
+    let n = db::batches::progress(&pool, reg.batch_id).await?.total;
+
+    let mut cfg = inference::WorkerConfig::new("bench-worker".into());
+    cfg.batch = BatchConfig { max_batch: m.batch, max_wait: Duration::from_millis(10) };
+    cfg.claim_batch = m.batch as i64;
+    cfg.in_flight = 2 * m.batch;
+    cfg.exit_when_idle = true;
+    cfg.poll = Duration::from_millis(100);
+    let metrics = Arc::new(inference::metrics::Metrics::default());
+    let start = Instant::now();
+    let summary = inference::worker::run(
+        cfg,
+        pool.clone(),
+        store,
+        ModelSource::Local(dir.clone()),
+        m.device(),
+        m.precision,
+        metrics,
+        tokio_util::sync::CancellationToken::new(),
+    )
+    .await?;
+    let secs = start.elapsed().as_secs_f64();
+    anyhow::ensure!(summary.done as i64 == n, "{summary:?} of {n}");
+    let worker_rate = n as f64 / secs;
+    let fwd = forward_only(&dir, m.device(), m.precision, m.batch, m.n)?;
+    println!("{n} photos through the queue (fetch from the store, decode, preprocess, score, heatmaps, results) in {secs:.1} s");
+    println!("worker end to end        {worker_rate:>8.1} images/s (model load included)");
+    println!("model-only forward       {fwd:>8.1} images/s (same model, batch {})", m.batch);
+    println!("worker / model-only: {:.2} (goal >= 0.7)", worker_rate / fwd);
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct LatencyArgs {
+    /// A superuser URL: the benchmark creates (and drops) its own database.
+    #[arg(long, env = "FUNDUS_PG_SUPERUSER_URL")]
+    superuser_url: String,
+    #[command(flatten)]
+    serve: ingest::Config,
+    #[command(flatten)]
+    model: BenchModel,
+    /// Uploads, one at a time.
+    #[arg(long, default_value_t = 40)]
+    uploads: usize,
+}
+
+pub async fn latency(mut a: LatencyArgs) -> anyhow::Result<()> {
+    let scratch = ScratchDb::create(&a.superuser_url, "latency").await?;
+    a.serve.db.database_url = scratch.url.parse().expect("infallible");
+    let r = latency_in(a).await;
+    scratch.drop_db().await?;
+    r
+}
+
+async fn latency_in(mut a: LatencyArgs) -> anyhow::Result<()> {
+    let dir = a.model.model_dir()?;
+    header(&a.model, &dir)?;
+    a.serve.store.store_url = format!("{}/bench-latency-{}", a.serve.store.store_url.trim_end_matches('/'), chrono::Utc::now().format("%Y%m%d%H%M%S"));
+    let state = ingest::AppState::new(a.serve.clone())?;
+    let pool = state.db.clone();
+    db::migrate(&pool).await?;
+    let store = state.store.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    tokio::spawn(ingest::serve(listener, state, std::future::pending()));
+    let site = format!("bench-{}", std::process::id());
+    let site_id = db::access::site_create(&pool, &site).await?;
+    let token = ingest::auth::new_token();
+    db::access::device_create(&pool, site_id, "bench", &ingest::auth::hash_token(&token)).await?;
+
+    let mut cfg = inference::WorkerConfig::new("bench-latency".into());
+    cfg.batch = BatchConfig { max_batch: a.model.batch, max_wait: Duration::from_millis(5) };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let worker = tokio::spawn(inference::worker::run(
+        cfg,
+        pool.clone(),
+        store,
+        ModelSource::Local(dir),
+        a.model.device(),
+        a.model.precision,
+        Arc::new(inference::metrics::Metrics::default()),
+        stop.clone(),
+    ));
+    let http = reqwest::Client::new();
+    tokio::time::sleep(Duration::from_secs(2)).await; // model loaded, worker idle
+    let study: serde_json::Value = http
+        .post(format!("{base}/v1/studies"))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({ "patient_ref": "bench", "captured_at": chrono::Utc::now() }))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let study = study["id"].as_str().context("study id")?.to_owned();
+    let (mut upload_ms, mut result_ms) = (Vec::new(), Vec::new());
+    for i in 0..a.uploads {
+        let photo = imaging::synth::to_jpeg(
+            &imaging::synth::render(&imaging::synth::Params::sample(
+                &mut <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1000 + i as u64),
+                &[(2592, 1944)],
+            )),
+            92,
+        );
+        let t = Instant::now();
+        let r: serde_json::Value = http
+            .post(format!("{base}/v1/studies/{study}/images?eye=left"))
+            .bearer_auth(&token)
+            .header("content-type", "image/jpeg")
+            .body(photo)
+            .send()
+            .await?
+            .error_for_status()?
+            .json()
+            .await?;
+        upload_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        let id: uuid::Uuid = r["id"].as_str().context("image id")?.parse()?;
+        loop {
+            if db::images::result_latest(&pool, id).await?.is_some() {
+                break;
+            }
+            anyhow::ensure!(t.elapsed() < Duration::from_secs(30), "no result for {id} after 30 s");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        result_ms.push(t.elapsed().as_secs_f64() * 1e3);
+        tokio::time::sleep(Duration::from_millis(200)).await; // idle between photos
+    }
+    stop.cancel();
+    let _ = worker.await;
+    let pct = |v: &mut Vec<f64>, p: f64| {
+        v.sort_by(f64::total_cmp);
+        v[((v.len() as f64 * p) as usize).min(v.len() - 1)]
+    };
+    let (u50, u90) = (pct(&mut upload_ms, 0.5), pct(&mut upload_ms, 0.9));
+    let (r50, r90) = (pct(&mut result_ms, 0.5), pct(&mut result_ms, 0.9));
+    println!("{} uploads of 2592x1944 JPEGs, one at a time, idle stack", a.uploads);
+    println!("upload alone (201 received)      p50 {u50:>7.1} ms   p90 {u90:>7.1} ms");
+    println!("upload to result in Postgres     p50 {r50:>7.1} ms   p90 {r90:>7.1} ms");
+    println!("scoring adds {:.1} ms at p50; goal: upload to result p50 < 500 ms", r50 - u50);
+    Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct QueueArgs {
+    /// A superuser URL: the benchmark creates (and drops) its own database.
+    #[arg(long, env = "FUNDUS_PG_SUPERUSER_URL")]
+    superuser_url: String,
+    #[arg(long, default_value_t = 50_000)]
+    jobs: i64,
+    /// Concurrent workers (connections).
+    #[arg(long, default_value_t = 8)]
+    workers: usize,
+    /// Jobs per claim.
+    #[arg(long, default_value_t = 64)]
+    claim: i64,
+}
+
+pub async fn queue(a: QueueArgs) -> anyhow::Result<()> {
+    let scratch = ScratchDb::create(&a.superuser_url, "queue").await?;
+    let r = queue_in(&scratch.url, &a).await;
+    scratch.drop_db().await?;
+    r
+}
+
+async fn queue_in(url: &str, a: &QueueArgs) -> anyhow::Result<()> {
+    let pool = db::connect(url, a.workers as u32 + 2, Duration::from_secs(5))?;
+    db::migrate(&pool).await?;
+    // Photos and their jobs, made in bulk.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO sites (name) VALUES ('bench');
+         INSERT INTO studies (site_id, patient_ref, captured_at) SELECT id, 'p', now() FROM sites;
+         INSERT INTO images (study_id, eye, sha256, object_key, format, width, height, size_bytes, quality)
+           SELECT s.id, 'left', sha256(i::text::bytea), 'raw/' || i, 'jpeg', 1000, 1000, 1, '{{}}'
+           FROM studies s, generate_series(1, {}) i;
+         INSERT INTO jobs (image_id, priority) SELECT id, 0 FROM images;
+         ANALYZE;",
+        a.jobs
+    )))
+    .execute(&pool)
+    .await?;
+    // Baseline: trivial one-statement transactions on the same connections.
+    let base = drive(&pool, a.workers, a.jobs as usize, |pool| async move {
+        sqlx::query("SELECT 1").execute(&pool).await?;
+        anyhow::Ok(1)
+    })
+    .await?;
+    let claim = a.claim;
+    let reset = "UPDATE jobs SET state = 'queued', attempts = 0, locked_by = NULL, lease_until = NULL";
+    let mut rates = Vec::new();
+    for batched in [false, true] {
+        sqlx::query(reset).execute(&pool).await?;
+        let rate = drive(&pool, a.workers, a.jobs as usize, move |pool| async move {
+            let worker = "bench";
+            let jobs = db::queue::claim(&pool, worker, claim, 60.0).await?;
+            if batched {
+                let done = db::queue::complete_many(&pool, &jobs, worker).await?;
+                anyhow::ensure!(done.len() == jobs.len(), "lost {} jobs", jobs.len() - done.len());
+            } else {
+                for j in &jobs {
+                    anyhow::ensure!(db::queue::complete(&pool, j, worker).await?, "lost job {}", j.id);
+                }
+            }
+            anyhow::Ok(jobs.len().max(1))
+        })
+        .await?;
+        let done: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE state = 'done'").fetch_one(&pool).await?;
+        anyhow::ensure!(done == a.jobs, "{done} of {} jobs done", a.jobs);
+        rates.push(rate);
+    }
+    println!("{} jobs, {} workers, {} per claim, one Postgres", a.jobs, a.workers, a.claim);
+    println!("claim + complete one by one        {:>9.0} jobs/s", rates[0]);
+    println!("claim + complete per claimed batch {:>9.0} jobs/s", rates[1]);
+    println!("baseline: SELECT 1 round trips     {base:>9.0} /s");
+    println!("batched / baseline: {:.2}; goal >= 5000 jobs/s", rates[1] / base);
+    Ok(())
+}
+
+/// Runs `step` on `workers` tasks until `n` units are done; units per second.
+async fn drive<F, Fut>(pool: &db::PgPool, workers: usize, n: usize, step: F) -> anyhow::Result<f64>
+where
+    F: Fn(db::PgPool) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<usize>> + Send,
+{
+    let done = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        let (pool, done, step) = (pool.clone(), done.clone(), step.clone());
+        tasks.push(tokio::spawn(async move {
+            while done.load(std::sync::atomic::Ordering::Relaxed) < n {
+                let k = step(pool.clone()).await?;
+                done.fetch_add(k, std::sync::atomic::Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(done.load(std::sync::atomic::Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
+}
