@@ -300,3 +300,77 @@ async fn score_dir_writes_a_csv_and_heatmaps_without_services() {
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("model_card.json"), "{}", String::from_utf8_lossy(&bad.stderr));
 }
+
+/// Registers `dir` (a model directory) as a new version of `name` through a
+/// run of its own, and points `alias` at it.
+async fn register(client: &mlflow::Client, name: &str, dir: &Path, alias: &str) -> String {
+    let exp = client.get_or_create_experiment(&format!("test-{name}")).await.expect("experiment");
+    let run = client.create_run(&exp.experiment_id, None, &[]).await.expect("run");
+    for f in ["model_card.json", "weights.safetensors"] {
+        client.upload_artifact(&run.info, &format!("model/{f}"), &dir.join(f)).await.expect("artifact");
+    }
+    client.finish_run(&run.info.run_id, mlflow::RunStatus::Finished).await.expect("finish");
+    client.create_registered_model(name).await.expect("registered model");
+    let v = client.create_model_version(name, &run.info.artifact_location("model"), Some(&run.info.run_id)).await.expect("version");
+    client.set_alias(name, alias, &v.version).await.expect("alias");
+    v.version
+}
+
+#[tokio::test]
+async fn the_worker_follows_a_moved_alias_without_dropping_jobs() {
+    let stack = Stack::shared();
+    let h = Harness::start(&stack).await;
+    let uri = stack.get("FUNDUS_MLFLOW_URI").to_owned();
+    let client = mlflow::Client::new(&uri).expect("client");
+    let name = format!("alias-{}", Uuid::new_v4().simple());
+    let dir = scratch("alias");
+    let v1 = register(&client, &name, &fixtures::untrained_model(&dir.join("v1"), 0.5, 64), "champion").await;
+    upload(&h, 4, 1100).await;
+    let mut cfg = inference::WorkerConfig::new("alias-worker".into());
+    cfg.poll = Duration::from_millis(100);
+    cfg.reload_every = Duration::from_millis(300);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let source = inference::ModelSource::Alias { tracking_uri: uri.clone(), name: name.clone(), alias: "champion".into(), cache: dir.join("cache") };
+    let worker = tokio::spawn(inference::worker::run(
+        cfg,
+        h.pool.clone(),
+        h.store.clone(),
+        source,
+        tch::Device::Cpu,
+        model::Precision::F32,
+        std::sync::Arc::new(inference::metrics::Metrics::default()),
+        stop.clone(),
+    ));
+    wait_for(&h, "SELECT count(*) FROM jobs WHERE state = 'done'", 4, Duration::from_secs(60)).await;
+    // A second version at another threshold; move the alias to it.
+    let v2 = register(&client, &name, &fixtures::untrained_model(&dir.join("v2"), 0.0, 64), "champion").await;
+    assert_ne!(v1, v2);
+    let t = Instant::now();
+    loop {
+        upload(&h, 1, 1200 + t.elapsed().as_millis() as u64).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM results r JOIN model_versions m ON m.id = r.model_version_id WHERE m.version = $1")
+            .bind(&v2)
+            .fetch_one(&h.pool)
+            .await
+            .expect("count");
+        if n > 0 {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "no result from version {v2} after 30 s");
+    }
+    stop.cancel();
+    let summary = worker.await.expect("join").expect("worker");
+    assert_eq!(summary.dead + summary.lost, 0, "{summary:?}");
+    // Every photo has exactly one result, from whichever version scored it,
+    // and each result records that version's threshold.
+    let photos = scalar(&h, "SELECT count(*) FROM images").await;
+    wait_for(&h, "SELECT count(*) FROM jobs WHERE state = 'done'", photos, Duration::from_secs(30)).await;
+    assert_eq!(scalar(&h, "SELECT count(*) FROM results").await, photos);
+    let versions: Vec<(String, f32, Option<String>)> = sqlx::query_as("SELECT version, threshold, mlflow_run_id FROM model_versions ORDER BY version")
+        .fetch_all(&h.pool)
+        .await
+        .expect("versions");
+    assert_eq!(versions.iter().map(|v| (v.0.as_str(), v.1)).collect::<Vec<_>>(), [(v1.as_str(), 0.5), (v2.as_str(), 0.0)]);
+    assert!(versions.iter().all(|v| v.2.is_some()), "each version names its MLflow run");
+}
