@@ -129,10 +129,33 @@ async fn a_poison_photo_is_dead_lettered_and_the_others_proceed() {
     assert_eq!(scalar(&h, "SELECT count(*) FROM results").await, 3);
 }
 
-fn spawn_worker(h: &Harness, model: &Path, extra: &[&str]) -> Child {
+/// A child process killed when dropped, so a failing test leaves no worker behind.
+struct Proc(Child);
+
+impl std::ops::Deref for Proc {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Proc {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_worker(h: &Harness, model: &Path, extra: &[&str]) -> Proc {
     let mut args = vec!["worker", "--model", model.to_str().expect("path"), "--cpu", "--poll-secs", "0.2", "--retry-secs", "0.05"];
     args.extend_from_slice(extra);
-    fundus(h, &args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("starting a worker")
+    Proc(fundus(h, &args).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("starting a worker"))
 }
 
 #[tokio::test]
@@ -218,8 +241,7 @@ async fn batch_screening_registers_waits_reports_and_reruns() {
     let again = run_ok(fundus(&h, &["batch", "--manifest", m.to_str().expect("p"), "--report", report.to_str().expect("p"), "--timeout-secs", "60"]));
     assert!(again.contains("0 registered, 8 already registered"), "{again}");
     assert_eq!(scalar(&h, "SELECT count(*) FROM images").await, 8);
-    let _ = w.kill();
-    let _ = w.wait();
+    drop(w);
     // A manifest without a path column is refused with a clear message.
     std::fs::write(dir.join("bad.csv"), "file,label\nx.jpg,1\n").expect("bad manifest");
     let out = fundus(&h, &["batch", "--manifest", dir.join("bad.csv").to_str().expect("p"), "--no-wait"]).output().expect("run");
