@@ -115,7 +115,7 @@ impl Batcher {
 
     /// Queues a photo; blocks while the queue is full. Err when the thread is gone.
     pub fn submit(&self, item: Item) -> Result<(), String> {
-        self.tx.send(Msg::Score(item)).map_err(|_| "the model thread has stopped".to_owned())
+        self.tx.send(Msg::Score(item)).map_err(|_| "model_stopped: the model thread has stopped".to_owned())
     }
 
     /// From async code: queues the photo and awaits its scores.
@@ -124,12 +124,12 @@ impl Batcher {
         let item = Item { chw, size, reply: Box::new(move |r| drop(tx.send(r))) };
         let this = self.clone();
         tokio::task::spawn_blocking(move || this.submit(item)).await.map_err(|e| e.to_string())??;
-        rx.await.map_err(|_| "the model thread dropped the photo".to_owned())?
+        rx.await.map_err(|_| "model_stopped: the model thread dropped the photo".to_owned())?
     }
 
     /// Replaces the model after the batch in progress.
     pub fn swap(&self, model: Loaded) -> Result<(), String> {
-        self.tx.send(Msg::Swap(Box::new(model))).map_err(|_| "the model thread has stopped".to_owned())
+        self.tx.send(Msg::Swap(Box::new(model))).map_err(|_| "model_stopped: the model thread has stopped".to_owned())
     }
 }
 
@@ -180,7 +180,7 @@ fn score_batch(scorer: &Scorer, info: &Arc<ModelInfo>, routing: Routing, items: 
     // A photo preprocessed for another model (one swapped in meanwhile) goes back.
     let (items, stale): (Vec<Item>, Vec<Item>) = items.into_iter().partition(|i| i.size == size && i.chw.len() == (3 * size * size) as usize);
     for it in stale {
-        (it.reply)(Err(format!("preprocessed at {} px but model {} wants {size} px", it.size, info.version)));
+        (it.reply)(Err(format!("model_changed: preprocessed at {} px but model {} wants {size} px", it.size, info.version)));
     }
     if items.is_empty() {
         return;
@@ -199,7 +199,7 @@ fn score_batch(scorer: &Scorer, info: &Arc<ModelInfo>, routing: Routing, items: 
         Err(p) => {
             let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
             let it = items.into_iter().next().expect("one item");
-            (it.reply)(Err(format!("model panicked: {}", msg.unwrap_or_default())));
+            (it.reply)(Err(format!("model_panic: {}", msg.unwrap_or_default())));
         }
     }
 }

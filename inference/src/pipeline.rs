@@ -13,11 +13,12 @@ pub struct Prepared {
     pub fov_found: bool,
 }
 
-/// Decodes and preprocesses; errors and panics become a message.
+/// Decodes and preprocesses; errors and panics become a message that starts
+/// with a stable code (`docs/errors.md`).
 pub fn prepare(bytes: &[u8], prep: &Preprocessing) -> Result<Prepared, String> {
     let run = || -> Result<Prepared, String> {
-        let format = imaging::sniff(bytes).ok_or("not a JPEG, PNG or DICOM file")?;
-        let out = imaging::preprocess(bytes, format, prep).map_err(|e| format!("{} photo: {e}", format.as_str()))?;
+        let format = imaging::sniff(bytes).ok_or("unknown_format: not a JPEG, PNG or DICOM file")?;
+        let out = imaging::preprocess(bytes, format, prep).map_err(|e| format!("{}: {} photo: {e}", e.code(), format.as_str()))?;
         let s = prep.size as usize;
         let mut chw = vec![0u8; 3 * s * s];
         for (i, px) in out.crop.pixels().enumerate() {
@@ -30,7 +31,7 @@ pub fn prepare(bytes: &[u8], prep: &Preprocessing) -> Result<Prepared, String> {
     match catch_unwind(AssertUnwindSafe(run)) {
         Ok(r) => r,
         Err(p) => Err(format!(
-            "preprocessing panicked: {}",
+            "preprocess_panic: {}",
             p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
         )),
     }

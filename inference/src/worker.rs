@@ -126,7 +126,7 @@ impl Ctx {
         loop {
             match self.store.get(key).await {
                 Ok(b) => return Ok(b),
-                Err(e) if e.is_not_found() => return Err(JobError::Failed(format!("object {key} is missing from the store"))),
+                Err(e) if e.is_not_found() => return Err(JobError::Failed(format!("object_missing: object {key} is missing from the store"))),
                 Err(e) => {
                     tracing::warn!(%key, error = %e, "store unavailable; retrying");
                     if !self.pause(tries).await {
@@ -358,18 +358,24 @@ async fn handle(ctx: &Arc<Ctx>, job: Claimed) {
 async fn score_one(ctx: &Arc<Ctx>, job: &Claimed) -> Result<Option<()>, JobError> {
     let bytes = ctx.fetch(&job.object_key).await?;
     if Sha256::digest(&bytes)[..] != job.sha256[..] {
-        return Err(JobError::Failed(format!("object {} does not match the upload's SHA-256", job.object_key)));
+        return Err(JobError::Failed(format!("digest_mismatch: object {} does not match the upload's SHA-256", job.object_key)));
     }
     let model = ctx.batcher.model();
     let prep = model.preprocessing.clone();
-    let prepared = on_rayon(move || prepare(&bytes, &prep)).await.and_then(|r| r).map_err(JobError::Failed)?;
+    let prepared = on_rayon(move || prepare(&bytes, &prep))
+        .await
+        .map_err(|e| format!("preprocess_panic: {e}"))
+        .and_then(|r| r)
+        .map_err(JobError::Failed)?;
     let scored = ctx.batcher.score(prepared.chw, model.size).await.map_err(JobError::Failed)?;
     ctx.metrics.images_scored.inc();
     let mut key = None;
     if let Some(map) = scored.map.clone() {
         let k = heatmap_key(&job.image_id, &scored.model.version_id);
         let crop = prepared.crop;
-        let png = on_rayon(move || model::heatmap::overlay_png(&crop, &map)).await.map_err(JobError::Failed)?;
+        let png = on_rayon(move || model::heatmap::overlay_png(&crop, &map))
+            .await
+            .map_err(|e| JobError::Failed(format!("heatmap_failed: {e}")))?;
         ctx.put(&k, Bytes::from(png)).await?;
         key = Some(k);
     }
@@ -396,7 +402,7 @@ async fn score_one(ctx: &Arc<Ctx>, job: &Claimed) -> Result<Option<()>, JobError
                 }
                 tries += 1;
             }
-            Err(e) => return Err(JobError::Failed(format!("recording the result: {e}"))),
+            Err(e) => return Err(JobError::Failed(format!("result_rejected: recording the result: {e}"))),
         }
     }
 }
