@@ -92,6 +92,10 @@ pub struct WorkerArgs {
     /// Seconds between checks of the MLflow alias.
     #[arg(long, default_value_t = 30.0)]
     reload_secs: f64,
+    /// Seconds one job may wait out a store outage (or the model) before it
+    /// is given back without counting the attempt.
+    #[arg(long, default_value_t = 120.0)]
+    patience_secs: f64,
     /// Exit once nothing is queued or running.
     #[arg(long)]
     exit_when_idle: bool,
@@ -119,6 +123,7 @@ pub async fn worker(a: WorkerArgs, stop: CancellationToken) -> anyhow::Result<()
     cfg.batch = a.model.batch()?;
     cfg.routing = a.model.routing()?;
     cfg.exit_when_idle = a.exit_when_idle;
+    cfg.patience = secs("patience-secs", a.patience_secs, 1.0)?;
     let pool = db::connect(a.db.database_url.expose(), a.db.max_connections, Duration::from_secs(a.db.acquire_timeout_secs))?;
     db::migrate(&pool).await.context("database")?;
     let store = ingest::Store::open(&a.store)?;

@@ -143,7 +143,7 @@ fn convert_train_log_evaluate_export() {
         std::fs::read_to_string(dir.join(f)).expect("csv").lines().skip(1).map(|l| l.split(',').nth(1).expect("score").parse().expect("number")).collect()
     };
     let (a, b) = (col("native.csv"), col("script.csv"));
-    assert_eq!(a.len(), 4);
+    assert_eq!((a.len(), b.len()), (4, 4));
     for (x, y) in a.iter().zip(&b) {
         assert!((x - y).abs() < 1e-4, "native {x} vs TorchScript {y}");
     }

@@ -316,7 +316,9 @@ async fn score_dir_writes_a_csv_and_heatmaps_without_services() {
     let broken = csv.lines().find(|l| l.starts_with("broken.png")).expect("broken row");
     assert!(broken.contains(",corrupt_image: png photo"), "the error has a code and names the problem: {broken}");
     // Threshold 0: every scored photo is routed, so each has a heatmap.
-    assert_eq!(std::fs::read_dir(dir.join("maps")).expect("maps").count(), 6);
+    // Heatmaps mirror the photos' folders, so names cannot collide.
+    assert_eq!(std::fs::read_dir(dir.join("maps/sub")).expect("maps").count(), 6);
+    assert!(dir.join("maps/sub/p000.jpg.heatmap.png").is_file());
     // A folder that is not a model is refused clearly.
     let bad = Command::new(env!("CARGO_BIN_EXE_fundus")).args(["score", dir.join("photos").to_str().expect("p"), "--model", dir.to_str().expect("p")]).output().expect("run");
     assert!(!bad.status.success());
@@ -381,13 +383,13 @@ async fn the_worker_follows_a_moved_alias_without_dropping_jobs() {
         }
         assert!(t.elapsed() < Duration::from_secs(30), "no result from version {v2} after 30 s");
     }
-    stop.cancel();
-    let summary = worker.await.expect("join").expect("worker");
-    assert_eq!(summary.dead + summary.lost, 0, "{summary:?}");
     // Every photo has exactly one result, from whichever version scored it,
     // and each result records that version's threshold.
     let photos = scalar(&h, "SELECT count(*) FROM images").await;
     wait_for(&h, "SELECT count(*) FROM jobs WHERE state = 'done'", photos, Duration::from_secs(30)).await;
+    stop.cancel();
+    let summary = worker.await.expect("join").expect("worker");
+    assert_eq!(summary.dead + summary.lost, 0, "{summary:?}");
     assert_eq!(scalar(&h, "SELECT count(*) FROM results").await, photos);
     let versions: Vec<(String, f32, Option<String>)> = sqlx::query_as("SELECT version, threshold, mlflow_run_id FROM model_versions ORDER BY version")
         .fetch_all(&h.pool)

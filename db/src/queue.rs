@@ -72,7 +72,7 @@ pub async fn heartbeat(pool: &PgPool, worker: &str, ids: &[i64], lease_secs: f64
 
 /// Finishes the job and records its result, review item and the photo's status
 /// in one transaction. Returns false (and writes nothing) when this worker no
-/// longer holds the job: its lease expired and the job went elsewhere.
+/// longer holds the job: its lease expired and another claim took it.
 pub async fn finish(pool: &PgPool, job: &Claimed, worker: &str, o: &Outcome<'_>) -> Result<bool> {
     let mut tx = pool.begin().await?;
     let held = sqlx::query_file_scalar!("queries/job_finish.sql", job.id, worker, job.attempts)

@@ -48,10 +48,10 @@ pub struct Scored {
 
 pub type Reply = Box<dyn FnOnce(Result<Scored, String>) + Send>;
 
-/// One preprocessed photo: u8 CHW at `size`.
+/// One preprocessed photo: u8 CHW, made with `prep`.
 pub struct Item {
     pub chw: Vec<u8>,
-    pub size: u32,
+    pub prep: imaging::Preprocessing,
     pub reply: Reply,
 }
 
@@ -119,9 +119,9 @@ impl Batcher {
     }
 
     /// From async code: queues the photo and awaits its scores.
-    pub async fn score(&self, chw: Vec<u8>, size: u32) -> Result<Scored, String> {
+    pub async fn score(&self, chw: Vec<u8>, prep: imaging::Preprocessing) -> Result<Scored, String> {
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let item = Item { chw, size, reply: Box::new(move |r| drop(tx.send(r))) };
+        let item = Item { chw, prep, reply: Box::new(move |r| drop(tx.send(r))) };
         let this = self.clone();
         tokio::task::spawn_blocking(move || this.submit(item)).await.map_err(|e| e.to_string())??;
         rx.await.map_err(|_| "model_stopped: the model thread dropped the photo".to_owned())?
@@ -178,9 +178,10 @@ fn run(
 fn score_batch(scorer: &Scorer, info: &Arc<ModelInfo>, routing: Routing, items: Vec<Item>) {
     let size = info.size;
     // A photo preprocessed for another model (one swapped in meanwhile) goes back.
-    let (items, stale): (Vec<Item>, Vec<Item>) = items.into_iter().partition(|i| i.size == size && i.chw.len() == (3 * size * size) as usize);
+    let (items, stale): (Vec<Item>, Vec<Item>) =
+        items.into_iter().partition(|i| i.prep == info.preprocessing && i.chw.len() == (3 * size * size) as usize);
     for it in stale {
-        (it.reply)(Err(format!("model_changed: preprocessed at {} px but model {} wants {size} px", it.size, info.version)));
+        (it.reply)(Err(format!("model_changed: preprocessed for another model than {} {}", info.name, info.version)));
     }
     if items.is_empty() {
         return;

@@ -81,7 +81,7 @@ pub fn score_dir(
                     Ok(p) => {
                         let tx = producer_tx.clone();
                         let crop = keep_crops.then_some(p.crop);
-                        let item = Item { chw: p.chw, size: prep.size, reply: Box::new(move |r| drop(tx.send((i, r, crop)))) };
+                        let item = Item { chw: p.chw, prep: prep.clone(), reply: Box::new(move |r| drop(tx.send((i, r, crop)))) };
                         if let Err(e) = b.submit(item) {
                             let _ = producer_tx.send((i, Err(e), None));
                         }
@@ -97,8 +97,12 @@ pub fn score_dir(
         for (i, r, crop) in rx.iter() {
             if let (Some(out), Ok(s), Some(crop)) = (heatmaps, &r, crop) {
                 if let Some(map) = &s.map {
-                    let stem = files[i].strip_prefix(dir).unwrap_or(&files[i]).display().to_string().replace('/', "_");
-                    let p = out.join(format!("{stem}.heatmap.png"));
+                    // The photo's own path under the output folder: names cannot collide.
+                    let rel = files[i].strip_prefix(dir).unwrap_or(&files[i]);
+                    let p = out.join(format!("{}.heatmap.png", rel.display()));
+                    if let Some(parent) = p.parent() {
+                        std::fs::create_dir_all(parent)?;
+                    }
                     std::fs::write(&p, model::heatmap::overlay_png(&crop, map))?;
                     maps[i] = Some(p.display().to_string());
                 }

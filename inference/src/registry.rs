@@ -94,9 +94,13 @@ impl ModelSource {
                         c.download_artifact(&run.info, &f.path, &tmp.join(file)).await?;
                     }
                     anyhow::ensure!(tmp.join(CARD_FILE).is_file(), "{name} v{}: no model/{CARD_FILE} among the run's artifacts", mv.version);
-                    // Rename into place: a crash mid-download leaves only a dot-folder.
-                    let _ = std::fs::remove_dir_all(&dir);
-                    std::fs::rename(&tmp, &dir)?;
+                    // Rename into place: a crash mid-download leaves only a dot-folder,
+                    // and a worker that lost the race uses the winner's copy.
+                    if std::fs::rename(&tmp, &dir).is_err() && dir.join(CARD_FILE).is_file() {
+                        let _ = std::fs::remove_dir_all(&tmp);
+                    } else if !dir.join(CARD_FILE).is_file() {
+                        anyhow::bail!("could not move the downloaded model into {}", dir.display());
+                    }
                 }
                 Ok(Resolved { dir, version: Some(mv.version), name: Some(name.clone()), run_id: Some(mv.run_id), source_uri: mv.source })
             }

@@ -185,7 +185,11 @@ async fn register_one(
     max_bytes: u64,
 ) -> Result<(), String> {
     let bytes: Bytes = if from_store {
-        store.get(&e.location).await.map_err(|err| err.to_string())?
+        let b = store.get(&e.location).await.map_err(|err| err.to_string())?;
+        if b.len() as u64 > max_bytes {
+            return Err(format!("too_large: {} bytes is over the {max_bytes} byte limit", b.len()));
+        }
+        b
     } else {
         let size = std::fs::metadata(&e.location).map_err(|err| format!("{}: {err}", e.location))?.len();
         if size > max_bytes {

@@ -52,6 +52,9 @@ pub struct WorkerConfig {
     pub reload_every: Duration,
     /// Return once no job is queued or running (batch runs, benchmarks).
     pub exit_when_idle: bool,
+    /// How long one job may wait out a store outage, or the model, before it
+    /// is given back (attempt not counted) so that it does not hold a slot.
+    pub patience: Duration,
 }
 
 impl WorkerConfig {
@@ -69,6 +72,7 @@ impl WorkerConfig {
             routing: Routing::default(),
             reload_every: Duration::from_secs(30),
             exit_when_idle: false,
+            patience: Duration::from_secs(120),
         }
     }
 }
@@ -103,7 +107,8 @@ struct Ctx {
 enum JobError {
     /// The photo's fault: counts as an attempt.
     Failed(String),
-    /// Stopping during an outage: give the job back.
+    /// Not the photo's fault (stopping, an outage past `patience`, a model
+    /// swap): give the job back without counting the attempt.
     Release,
 }
 
@@ -112,8 +117,12 @@ impl Ctx {
         f(&mut self.summary.lock().unwrap_or_else(|p| p.into_inner()));
     }
 
-    /// Waits out an outage: false once the worker is stopping.
-    async fn pause(&self, tries: u32) -> bool {
+    /// Waits out an outage: false once the worker is stopping or the job
+    /// has waited `patience`.
+    async fn pause(&self, tries: u32, since: Instant) -> bool {
+        if since.elapsed() >= self.cfg.patience {
+            return false;
+        }
         let d = Duration::from_millis((200u64 << tries.min(5)).min(5_000));
         tokio::select! {
             _ = self.stop.cancelled() => false,
@@ -122,14 +131,14 @@ impl Ctx {
     }
 
     async fn fetch(&self, key: &str) -> Result<Bytes, JobError> {
-        let mut tries = 0;
+        let (mut tries, since) = (0, Instant::now());
         loop {
             match self.store.get(key).await {
                 Ok(b) => return Ok(b),
                 Err(e) if e.is_not_found() => return Err(JobError::Failed(format!("object_missing: object {key} is missing from the store"))),
                 Err(e) => {
                     tracing::warn!(%key, error = %e, "store unavailable; retrying");
-                    if !self.pause(tries).await {
+                    if !self.pause(tries, since).await {
                         return Err(JobError::Release);
                     }
                     tries += 1;
@@ -139,13 +148,13 @@ impl Ctx {
     }
 
     async fn put(&self, key: &str, bytes: Bytes) -> Result<(), JobError> {
-        let mut tries = 0;
+        let (mut tries, since) = (0, Instant::now());
         loop {
             match self.store.put(key, bytes.clone()).await {
                 Ok(()) => return Ok(()),
                 Err(e) => {
                     tracing::warn!(%key, error = %e, "store unavailable; retrying");
-                    if !self.pause(tries).await {
+                    if !self.pause(tries, since).await {
                         return Err(JobError::Release);
                     }
                     tries += 1;
@@ -229,7 +238,7 @@ pub async fn run(
             Err(e) => {
                 tracing::warn!(error = %e, "claiming jobs failed; retrying");
                 drop(permits);
-                if !ctx.pause(claim_failures).await {
+                if !ctx.pause(claim_failures, Instant::now()).await {
                     break;
                 }
                 claim_failures += 1;
@@ -293,10 +302,13 @@ pub async fn run(
     let left: Vec<Claimed> = ctx.held.lock().unwrap_or_else(|p| p.into_inner()).drain().map(|(_, j)| j).collect();
     for job in left {
         match queue::release(&pool, &job, &cfg.id, 0.0).await {
-            Ok(_) => ctx.note(|s| s.released += 1),
+            Ok(true) => {
+                ctx.note(|s| s.released += 1);
+                ctx.metrics.outcome("released");
+            }
+            Ok(false) => ctx.note(|s| s.lost += 1),
             Err(e) => tracing::warn!(job = job.id, error = %e, "could not release; its lease will expire"),
         }
-        ctx.metrics.outcome("released");
     }
     background.cancel();
     let summary = *ctx.summary.lock().unwrap_or_else(|p| p.into_inner());
@@ -322,7 +334,8 @@ async fn handle(ctx: &Arc<Ctx>, job: Claimed) {
                     None => "lost",
                 })
             }
-            Err(JobError::Release) => queue::release(&ctx.pool, &job, worker, 0.0).await.map(|_| "released"),
+            // Ready again in a few seconds: an outage or a swap is likely still on.
+            Err(JobError::Release) => queue::release(&ctx.pool, &job, worker, 5.0).await.map(|held| if held { "released" } else { "lost" }),
         };
         match db_result {
             Ok(outcome) => {
@@ -351,7 +364,11 @@ async fn handle(ctx: &Arc<Ctx>, job: Claimed) {
             }
         }
     }
-    ctx.held.lock().unwrap_or_else(|p| p.into_inner()).remove(&job.id);
+    // Only this claim's entry: the same job may have been claimed again since.
+    let mut held = ctx.held.lock().unwrap_or_else(|p| p.into_inner());
+    if held.get(&job.id).is_some_and(|h| h.attempts == job.attempts) {
+        held.remove(&job.id);
+    }
 }
 
 /// Scores one photo and finishes its job. `Ok(None)`: the lease was lost.
@@ -367,7 +384,19 @@ async fn score_one(ctx: &Arc<Ctx>, job: &Claimed) -> Result<Option<()>, JobError
         .map_err(|e| format!("preprocess_panic: {e}"))
         .and_then(|r| r)
         .map_err(JobError::Failed)?;
-    let scored = ctx.batcher.score(prepared.chw, model.size).await.map_err(JobError::Failed)?;
+    let scored = match tokio::time::timeout(ctx.cfg.patience, ctx.batcher.score(prepared.chw, model.preprocessing.clone())).await {
+        Ok(Ok(s)) => s,
+        // A model swapped in meanwhile, or a stopping model thread: not the photo's fault.
+        Ok(Err(e)) if e.starts_with("model_changed") || e.starts_with("model_stopped") => {
+            tracing::info!(job = job.id, error = %e, "giving the job back");
+            return Err(JobError::Release);
+        }
+        Ok(Err(e)) => return Err(JobError::Failed(e)),
+        Err(_) => {
+            tracing::error!(job = job.id, "the model did not answer within {:?}; giving the job back", ctx.cfg.patience);
+            return Err(JobError::Release);
+        }
+    };
     ctx.metrics.images_scored.inc();
     let mut key = None;
     if let Some(map) = scored.map.clone() {
@@ -396,8 +425,10 @@ async fn score_one(ctx: &Arc<Ctx>, job: &Claimed) -> Result<Option<()>, JobError
                 return Ok(None);
             }
             Err(e) if e.is_unavailable() => {
+                // The work is done: keep trying until the worker stops (a
+                // lease that runs out meanwhile does not forbid completion).
                 tracing::warn!(job = job.id, error = %e, "database unavailable; retrying completion");
-                if !ctx.pause(tries).await {
+                if !ctx.pause(tries, Instant::now()).await {
                     return Err(JobError::Release);
                 }
                 tries += 1;
@@ -462,17 +493,20 @@ async fn heartbeat(ctx: Arc<Ctx>, stop: CancellationToken) {
 /// Follows the MLflow alias: loads a new version beside the current one and
 /// swaps it in between batches; no job is dropped.
 async fn reload(ctx: Arc<Ctx>, source: ModelSource, device: tch::Device, precision: model::Precision, stop: CancellationToken) {
+    // The version last loaded (the model thread swaps it in after the photos queued before it).
+    let mut current = ctx.batcher.model().version.clone();
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(ctx.cfg.reload_every) => {},
         }
-        let current = ctx.batcher.model().version.clone();
         match source.current_version().await {
             Ok(Some(v)) if v != current => match registry::load(&source, device, precision, Some(&ctx.pool)).await {
                 Ok(m) => {
-                    tracing::info!(from = %current, to = %m.version, "the alias moved; loading the new version");
-                    let _ = ctx.batcher.swap(m);
+                    tracing::info!(from = %current, to = %m.version, "the alias moved; swapping in the new version");
+                    current = m.version.clone();
+                    let b = ctx.batcher.clone();
+                    let _ = tokio::task::spawn_blocking(move || b.swap(m)).await;
                 }
                 Err(e) => tracing::warn!(error = %e, "could not load the new model version; keeping {current}"),
             },

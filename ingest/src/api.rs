@@ -61,7 +61,7 @@ pub struct ImageState {
     pub id: Uuid,
     pub study_id: Uuid,
     pub eye: String,
-    /// received, queued, scored, in_review or reviewed.
+    /// received, queued, scored, in_review, reviewed or failed (dead-lettered).
     pub status: String,
     pub format: String,
     pub width: i32,

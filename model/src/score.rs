@@ -60,7 +60,7 @@ pub struct Scorer {
     pub card: InferenceCard,
     pub device: Device,
     kind: Kind,
-    /// First 16 hex digits of the weights file's SHA-256: names a local model's version.
+    /// First 16 hex digits of a SHA-256 over weights and card: names a local model's version.
     pub digest: String,
 }
 
@@ -72,10 +72,13 @@ pub struct Scores {
     pub maps: Option<Tensor>,
 }
 
-fn file_digest(path: &Path) -> Result<String, Error> {
-    let mut f = std::fs::File::open(path).map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
+/// SHA-256 over the weights and the card: a changed threshold or
+/// preprocessing is another version even with the same weights.
+fn model_digest(weights: &Path, card: &str) -> Result<String, Error> {
+    let mut f = std::fs::File::open(weights).map_err(|e| Error::Data(format!("{}: {e}", weights.display())))?;
     let mut h = Sha256::new();
     std::io::copy(&mut f, &mut h)?;
+    h.update(card.as_bytes());
     Ok(hex::encode(&h.finalize()[..8]))
 }
 
@@ -115,7 +118,7 @@ impl Scorer {
             }
             Some(other) => return Err(Error::Data(format!("{}: unknown format {other:?}", card_path.display()))),
         };
-        Ok(Scorer { loaded, digest: file_digest(&weights)?, card, device, kind })
+        Ok(Scorer { loaded, digest: model_digest(&weights, &text)?, card, device, kind })
     }
 
     /// Whether heatmaps come with the scores at little cost (our own nets) or

@@ -1,0 +1,128 @@
+//! The queue protocol against the real Postgres: priority and SKIP LOCKED
+//! claims, holder-checked completion, lease expiry, dead letter, release and
+//! backoff.
+
+use db::queue::{self, Claimed, Outcome};
+use tests::{Harness, Stack, fixtures};
+use uuid::Uuid;
+
+async fn photos(h: &Harness, n: usize) -> Vec<Uuid> {
+    let token = h.device("q").await;
+    let study = h.study(&token).await;
+    let mut ids = Vec::new();
+    for i in 0..n {
+        let (status, body) = h.send(h.upload(&token, study, fixtures::jpeg(800, 600, 70 + i as u64), "image/jpeg")).await;
+        assert_eq!(status, 201, "{body}");
+        ids.push(body["id"].as_str().expect("id").parse().expect("uuid"));
+    }
+    ids
+}
+
+async fn version(h: &Harness) -> Uuid {
+    queue::model_version(&h.pool, "m", "1", None, "file:///m", 0.5, &serde_json::json!({})).await.expect("model version")
+}
+
+fn outcome(v: Uuid) -> Outcome<'static> {
+    Outcome { model_version_id: v, glaucoma: 0.9, gradable: 0.9, label: "referable", heatmap_key: None, review: Some("referable") }
+}
+
+async fn expire(h: &Harness, job: &Claimed) {
+    sqlx::query("UPDATE jobs SET lease_until = now() - interval '1 second' WHERE id = $1").bind(job.id).execute(&h.pool).await.expect("expire");
+}
+
+async fn state(h: &Harness, job: &Claimed) -> (String, i32) {
+    sqlx::query_as("SELECT state, attempts FROM jobs WHERE id = $1").bind(job.id).fetch_one(&h.pool).await.expect("job")
+}
+
+#[tokio::test]
+async fn concurrent_claims_are_disjoint_and_priority_first() {
+    let h = Harness::start(&Stack::shared()).await;
+    let ids = photos(&h, 4).await;
+    sqlx::query("UPDATE jobs SET priority = 0 WHERE image_id <> $1").bind(ids[2]).execute(&h.pool).await.expect("priority");
+    let (a, b) = tokio::join!(queue::claim(&h.pool, "a", 2, 30.0), queue::claim(&h.pool, "b", 2, 30.0));
+    let (a, b) = (a.expect("claim a"), b.expect("claim b"));
+    assert_eq!(a.len() + b.len(), 4);
+    let mut all: Vec<i64> = a.iter().chain(&b).map(|j| j.id).collect();
+    all.sort();
+    all.dedup();
+    assert_eq!(all.len(), 4, "a job was claimed twice");
+    assert!(a.iter().chain(&b).any(|j| j.image_id == ids[2] && j.priority == 100));
+    let first = if a.iter().any(|j| j.image_id == ids[2]) { &a } else { &b };
+    assert_eq!(first[0].image_id, ids[2], "the high-priority job comes first in its claim");
+    assert!(queue::claim(&h.pool, "c", 10, 30.0).await.expect("claim").is_empty());
+}
+
+#[tokio::test]
+async fn only_the_holder_finishes_and_a_result_is_written_once() {
+    let h = Harness::start(&Stack::shared()).await;
+    photos(&h, 1).await;
+    let v = version(&h).await;
+    let job = queue::claim(&h.pool, "a", 1, 30.0).await.expect("claim").remove(0);
+    assert!(!queue::finish(&h.pool, &job, "intruder", &outcome(v)).await.expect("finish"), "another worker finished it");
+    let stale = Claimed { attempts: job.attempts + 1, ..job.clone() };
+    assert!(!queue::finish(&h.pool, &stale, "a", &outcome(v)).await.expect("finish"), "a wrong attempt finished it");
+    assert_eq!(h.count("results").await, 0);
+    assert!(queue::finish(&h.pool, &job, "a", &outcome(v)).await.expect("finish"));
+    assert!(!queue::finish(&h.pool, &job, "a", &outcome(v)).await.expect("finish"), "finished twice");
+    assert_eq!((h.count("results").await, h.count("review_items").await), (1, 1));
+    assert_eq!(state(&h, &job).await, ("done".into(), 1));
+}
+
+#[tokio::test]
+async fn expired_leases_go_back_then_dead_letter_on_the_last_attempt() {
+    let h = Harness::start(&Stack::shared()).await;
+    let ids = photos(&h, 1).await;
+    let v = version(&h).await;
+    sqlx::query("UPDATE jobs SET max_attempts = 2").execute(&h.pool).await.expect("max attempts");
+    let first = queue::claim(&h.pool, "a", 1, 30.0).await.expect("claim").remove(0);
+    expire(&h, &first).await;
+    assert_eq!(queue::reclaim_expired(&h.pool).await.expect("reclaim"), (1, 0));
+    assert_eq!(state(&h, &first).await, ("queued".into(), 1));
+    let v2 = queue::model_version(&h.pool, "m", "2", None, "file:///m", 0.5, &serde_json::json!({})).await.expect("v2");
+    let second = queue::claim(&h.pool, "b", 1, 30.0).await.expect("claim").remove(0);
+    assert_eq!(second.attempts, 2);
+    // Claimed again by b: a's completion is refused.
+    assert!(!queue::finish(&h.pool, &first, "a", &outcome(v)).await.expect("finish"));
+    expire(&h, &second).await;
+    assert_eq!(queue::reclaim_expired(&h.pool).await.expect("reclaim"), (1, 1));
+    let (st, err): (String, Option<String>) =
+        sqlx::query_as("SELECT state, last_error FROM jobs WHERE id = $1").bind(second.id).fetch_one(&h.pool).await.expect("job");
+    assert_eq!(st, "dead");
+    assert!(err.unwrap_or_default().starts_with("lease expired on attempt 2"));
+    let status: String = sqlx::query_scalar("SELECT status FROM images WHERE id = $1").bind(ids[0]).fetch_one(&h.pool).await.expect("status");
+    assert_eq!(status, "failed");
+    // b, whose lease ran out while it still worked, completes it after all.
+    assert!(queue::finish(&h.pool, &second, "b", &outcome(v2)).await.expect("finish"));
+    let status: String = sqlx::query_scalar("SELECT status FROM images WHERE id = $1").bind(ids[0]).fetch_one(&h.pool).await.expect("status");
+    assert_eq!(status, "in_review");
+    assert_eq!(h.count("results").await, 1);
+}
+
+#[tokio::test]
+async fn release_costs_no_attempt_and_failure_backs_off() {
+    let h = Harness::start(&Stack::shared()).await;
+    photos(&h, 1).await;
+    let job = queue::claim(&h.pool, "a", 1, 30.0).await.expect("claim").remove(0);
+    assert!(queue::release(&h.pool, &job, "a", 0.0).await.expect("release"));
+    assert_eq!(state(&h, &job).await, ("queued".into(), 0));
+    let job = queue::claim(&h.pool, "a", 1, 30.0).await.expect("claim").remove(0);
+    assert_eq!(queue::fail(&h.pool, &job, "a", 60.0, "corrupt_image: test").await.expect("fail"), Some(false));
+    assert!(queue::claim(&h.pool, "a", 1, 30.0).await.expect("claim").is_empty(), "claimable before its backoff");
+    assert_eq!(queue::fail(&h.pool, &job, "a", 0.0, "again").await.expect("fail"), None, "failed twice on one claim");
+    let held = queue::heartbeat(&h.pool, "a", &[job.id], 30.0).await.expect("heartbeat");
+    assert!(held.is_empty(), "a released job still heartbeats");
+}
+
+#[tokio::test]
+async fn a_holder_whose_lease_ran_out_completes_if_nobody_claimed_since() {
+    let h = Harness::start(&Stack::shared()).await;
+    photos(&h, 1).await;
+    let v = version(&h).await;
+    let job = queue::claim(&h.pool, "a", 1, 30.0).await.expect("claim").remove(0);
+    expire(&h, &job).await;
+    assert_eq!(queue::reclaim_expired(&h.pool).await.expect("reclaim"), (1, 0));
+    // An outage outlived the lease; the work is done and nobody took the job since.
+    assert!(queue::finish(&h.pool, &job, "a", &outcome(v)).await.expect("finish"));
+    assert_eq!(state(&h, &job).await, ("done".into(), 1));
+    assert!(queue::claim(&h.pool, "b", 1, 30.0).await.expect("claim").is_empty());
+}
