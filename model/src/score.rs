@@ -271,3 +271,26 @@ pub fn import_trunk(vs: &mut nn::VarStore, file: &Path) -> Result<usize, Error> 
     }
     Ok(copied)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bf16 path (the default on a GPU) runs and agrees with f32; here on
+    /// the CPU, where libtorch has bf16 kernels too.
+    #[test]
+    fn bf16_scores_agree_with_f32() {
+        let dir = std::env::temp_dir().join(format!("fundus-bf16-{}", std::process::id()));
+        write_untrained(&dir, Arch::Small, 64, 0.5, 3).expect("model");
+        let f32s = Scorer::load(&dir, Device::Cpu, Precision::F32).expect("f32");
+        let bf16 = Scorer::load(&dir, Device::Cpu, Precision::Bf16).expect("bf16");
+        tch::manual_seed(5);
+        let x = Tensor::randint(256, [4, 3, 64, 64], (Kind::Uint8, Device::Cpu));
+        let (a, b) = (f32s.score(&x, true), bf16.score(&x, true));
+        for (p, q) in a.glaucoma.iter().zip(&b.glaucoma).chain(a.gradable.iter().zip(&b.gradable)) {
+            assert!((p - q).abs() < 0.02, "f32 {p} vs bf16 {q}");
+        }
+        assert_eq!(b.maps.expect("maps").size(), [4, 64, 64]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
