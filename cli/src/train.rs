@@ -61,6 +61,9 @@ pub struct TrainArgs {
     /// Point this alias (e.g. champion) at the new version.
     #[arg(long)]
     alias: Option<String>,
+    /// Compute precision: auto is bf16 (with f32 master weights) on a GPU, f32 on the CPU.
+    #[arg(long, value_enum, default_value_t = model::Precision::Auto)]
+    precision: model::Precision,
     /// Don't draw progress bars (one line per epoch instead).
     #[arg(long)]
     no_progress: bool,
@@ -115,6 +118,11 @@ pub async fn train(a: TrainArgs) -> anyhow::Result<()> {
         patience: a.patience,
         seed: a.seed,
         init: a.init.clone(),
+        bf16: match a.precision {
+            model::Precision::Auto => device != Device::Cpu,
+            model::Precision::Bf16 => true,
+            model::Precision::F32 => false,
+        },
     };
     if let Some(init) = &a.init {
         anyhow::ensure!(init.is_file(), "--init {}: no such file", init.display());
