@@ -36,7 +36,8 @@ fn ours(files: &[PathBuf], size: u32) -> anyhow::Result<f64> {
     files.par_iter().try_for_each(|f| -> anyhow::Result<()> {
         let bytes = std::fs::read(f)?;
         let out = imaging::preprocess(&bytes, imaging::Format::Jpeg, &p)?;
-        anyhow::ensure!(out.chw.len() == (3 * size * size) as usize);
+        // Normalised floats, as the peer's ToTensor + Normalize produce.
+        anyhow::ensure!(out.normalised(&p).len() == (3 * size * size) as usize);
         Ok(())
     })?;
     Ok(files.len() as f64 / start.elapsed().as_secs_f64())

@@ -104,6 +104,13 @@ pub struct WorkerArgs {
     metrics_listen: Option<SocketAddr>,
 }
 
+/// A pool on the configured database, its migrations applied.
+async fn migrated_pool(args: &ingest::DbArgs) -> anyhow::Result<db::PgPool> {
+    let pool = args.connect()?;
+    db::migrate(&pool).await.context("database")?;
+    Ok(pool)
+}
+
 fn secs(name: &str, v: f64, min: f64) -> anyhow::Result<Duration> {
     anyhow::ensure!(v.is_finite() && v >= min && v <= 86_400.0, "--{name} must be between {min} and 86400 seconds, not {v}");
     Ok(Duration::from_secs_f64(v))
@@ -124,8 +131,7 @@ pub async fn worker(a: WorkerArgs, stop: CancellationToken) -> anyhow::Result<()
     cfg.routing = a.model.routing()?;
     cfg.exit_when_idle = a.exit_when_idle;
     cfg.patience = secs("patience-secs", a.patience_secs, 1.0)?;
-    let pool = db::connect(a.db.database_url.expose(), a.db.max_connections, Duration::from_secs(a.db.acquire_timeout_secs))?;
-    db::migrate(&pool).await.context("database")?;
+    let pool = migrated_pool(&a.db).await?;
     let store = ingest::Store::open(&a.store)?;
     let metrics = Arc::new(inference::metrics::Metrics::default());
     if let Some(addr) = a.metrics_listen {
@@ -172,8 +178,7 @@ pub struct BatchArgs {
 }
 
 pub async fn batch(a: BatchArgs) -> anyhow::Result<()> {
-    let pool = db::connect(a.db.database_url.expose(), a.db.max_connections, Duration::from_secs(a.db.acquire_timeout_secs))?;
-    db::migrate(&pool).await.context("database")?;
+    let pool = migrated_pool(&a.db).await?;
     let store = ingest::Store::open(&a.store)?;
     let source = match (a.prefix, a.manifest) {
         (Some(p), None) => inference::screen::Source::Prefix(p),

@@ -32,16 +32,7 @@ fn papermill(notebook: &str, out: &Path, params: &[(&str, &str)]) {
 }
 
 fn fundus(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_fundus")).args(args).env("FUNDUS_LOG", "warn").output().expect("running fundus");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "fundus {args:?} failed:\n{text}");
-    text
-}
-
-fn scratch(what: &str) -> PathBuf {
-    let d = tests::root().join(".stack/tests").join(format!("{what}-{}", &Uuid::new_v4().simple().to_string()[..8]));
-    std::fs::create_dir_all(&d).expect("scratch");
-    d
+    tests::run_ok(Command::new(env!("CARGO_BIN_EXE_fundus")).args(args).env("FUNDUS_LOG", "warn"))
 }
 
 fn s(p: &Path) -> &str {
@@ -53,7 +44,7 @@ fn s(p: &Path) -> &str {
 /// names, shapes, batch-norm settings and TensorFlow padding all agree.
 #[test]
 fn efficientnet_lite0_converts_and_matches_pytorch() {
-    let dir = scratch("convert-lite0");
+    let dir = tests::scratch_dir("convert-lite0");
     papermill("convert.ipynb", &dir, &[("source", "efficientnet-lite0"), ("out_dir", s(&dir))]);
     let mut vs = tch::nn::VarStore::new(Device::Cpu);
     let net = model::Net::new(&vs.root(), model::Arch::EfficientnetLite0);
@@ -90,7 +81,7 @@ fn efficientnet_lite0_converts_and_matches_pytorch() {
 fn convert_train_log_evaluate_export() {
     let stack = Stack::shared();
     let uri = stack.get("FUNDUS_MLFLOW_URI").to_owned();
-    let dir = scratch("nb-train");
+    let dir = tests::scratch_dir("nb-train");
     let conv = dir.join("resnet18");
     papermill("convert.ipynb", &dir, &[("source", "torchvision-random"), ("arch", "resnet18"), ("out_dir", s(&conv)), ("size", "64")]);
     let data = dir.join("data");

@@ -3,18 +3,12 @@
 //! batch; a poison photo; SIGTERM; batch screening with its report; offline
 //! scoring; and an MLflow alias moving under a running worker.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tests::{Harness, Stack, fixtures, start_worker};
+use tests::{Harness, Stack, fixtures, run_ok, start_worker};
 use uuid::Uuid;
-
-fn scratch(what: &str) -> PathBuf {
-    let d = tests::root().join(".stack/tests").join(format!("{what}-{}", &Uuid::new_v4().simple().to_string()[..8]));
-    std::fs::create_dir_all(&d).expect("scratch dir");
-    d
-}
 
 fn fundus(h: &Harness, args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_fundus"));
@@ -28,13 +22,6 @@ fn fundus(h: &Harness, args: &[&str]) -> Command {
         .env("FUNDUS_S3_SECRET_KEY", st.s3_secret_key.as_ref().map(|s| s.expose()).unwrap_or(""))
         .env("FUNDUS_LOG", "warn");
     c
-}
-
-fn run_ok(mut c: Command) -> String {
-    let out = c.output().expect("running fundus");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "fundus failed:\n{text}");
-    text
 }
 
 async fn scalar(h: &Harness, sql: &str) -> i64 {
@@ -77,7 +64,7 @@ async fn assert_exactly_once(h: &Harness, n: i64) {
 async fn an_upload_is_scored_routed_to_review_with_a_heatmap() {
     let stack = Stack::shared();
     let h = Harness::start(&stack).await;
-    let model = fixtures::untrained_model(&scratch("model"), 0.0, 64);
+    let model = fixtures::untrained_model(&tests::scratch_dir("model"), 0.0, 64);
     let ids = upload(&h, 3, 100).await;
     let (worker, _stop) = start_worker(&h, &model, |_| {});
     let summary = worker.await.expect("join").expect("worker");
@@ -112,7 +99,7 @@ async fn an_upload_is_scored_routed_to_review_with_a_heatmap() {
 async fn a_poison_photo_is_dead_lettered_and_the_others_proceed() {
     let stack = Stack::shared();
     let h = Harness::start(&stack).await;
-    let model = fixtures::untrained_model(&scratch("model"), 0.5, 64);
+    let model = fixtures::untrained_model(&tests::scratch_dir("model"), 0.5, 64);
     let ids = upload(&h, 4, 200).await;
     // Accepted at upload, then its object is damaged in the store.
     let key: String = sqlx::query_scalar("SELECT object_key FROM images WHERE id = $1").bind(ids[1]).fetch_one(&h.pool).await.expect("key");
@@ -162,7 +149,7 @@ fn spawn_worker(h: &Harness, model: &Path, extra: &[&str]) -> Proc {
 async fn kill_9_mid_batch_then_another_worker_scores_each_photo_exactly_once() {
     let stack = Stack::shared();
     let h = Harness::start(&stack).await;
-    let model = fixtures::untrained_model(&scratch("model"), 0.5, 64);
+    let model = fixtures::untrained_model(&tests::scratch_dir("model"), 0.5, 64);
     let n = 60;
     upload(&h, n, 300).await;
     let mut first = spawn_worker(&h, &model, &["--lease-secs", "2", "--max-batch", "4", "--in-flight", "8", "--claim-batch", "4"]);
@@ -189,7 +176,7 @@ async fn kill_9_mid_batch_then_another_worker_scores_each_photo_exactly_once() {
 async fn sigterm_stops_claiming_and_leaves_no_job_held() {
     let stack = Stack::shared();
     let h = Harness::start(&stack).await;
-    let model = fixtures::untrained_model(&scratch("model"), 0.5, 64);
+    let model = fixtures::untrained_model(&tests::scratch_dir("model"), 0.5, 64);
     upload(&h, 30, 400).await;
     let mut w = spawn_worker(&h, &model, &["--max-batch", "2", "--in-flight", "4", "--claim-batch", "2", "--grace-secs", "10"]);
     wait_for(&h, "SELECT count(*) FROM jobs WHERE state = 'done'", 2, Duration::from_secs(60)).await;
@@ -213,7 +200,7 @@ async fn sigterm_stops_claiming_and_leaves_no_job_held() {
 async fn batch_screening_registers_waits_reports_and_reruns() {
     let stack = Stack::shared();
     let h = Harness::start(&stack).await;
-    let dir = scratch("batch");
+    let dir = tests::scratch_dir("batch");
     let model = fixtures::untrained_model(&dir.join("model"), 0.5, 64);
     let photos = fixtures::photo_files(&dir.join("photos"), 8, 500);
     let mut manifest = String::from("path,label,eye\n");
@@ -227,7 +214,7 @@ async fn batch_screening_registers_waits_reports_and_reruns() {
     let m = dir.join("manifest.csv");
     // Every photo counts as gradable, so both labels reach the ROC.
     let w = spawn_worker(&h, &model, &["--gradable-threshold", "0"]);
-    let text = run_ok(fundus(&h, &["batch", "--manifest", m.to_str().expect("p"), "--report", report.to_str().expect("p"), "--timeout-secs", "120"]));
+    let text = run_ok(&mut fundus(&h, &["batch", "--manifest", m.to_str().expect("p"), "--report", report.to_str().expect("p"), "--timeout-secs", "120"]));
     assert!(text.contains("8 registered, 0 already registered, 1 rejected"), "{text}");
     let csv = std::fs::read_to_string(report.join("report.csv")).expect("report.csv");
     assert_eq!(csv.lines().count(), 1 + 9, "{csv}");
@@ -241,7 +228,7 @@ async fn batch_screening_registers_waits_reports_and_reruns() {
     // Batch jobs sit below phone uploads in the queue.
     assert_eq!(scalar(&h, "SELECT count(*) FROM jobs WHERE priority = 0").await, 8);
     // Running it again registers nothing new and reports the same photos.
-    let again = run_ok(fundus(&h, &["batch", "--manifest", m.to_str().expect("p"), "--report", report.to_str().expect("p"), "--timeout-secs", "60"]));
+    let again = run_ok(&mut fundus(&h, &["batch", "--manifest", m.to_str().expect("p"), "--report", report.to_str().expect("p"), "--timeout-secs", "60"]));
     assert!(again.contains("0 registered, 8 already registered"), "{again}");
     assert_eq!(scalar(&h, "SELECT count(*) FROM images").await, 8);
     drop(w);
@@ -256,14 +243,14 @@ async fn batch_screening_registers_waits_reports_and_reruns() {
 async fn phone_uploads_are_claimed_before_batch_work() {
     let stack = Stack::shared();
     let h = Harness::start(&stack).await;
-    let dir = scratch("prio");
+    let dir = tests::scratch_dir("prio");
     let photos = fixtures::photo_files(&dir.join("photos"), 5, 600);
     let mut manifest = String::from("path\n");
     for p in &photos {
         manifest += &format!("{}\n", p.display());
     }
     std::fs::write(dir.join("m.csv"), manifest).expect("manifest");
-    run_ok(fundus(&h, &["batch", "--manifest", dir.join("m.csv").to_str().expect("p"), "--no-wait", "--report", dir.join("r").to_str().expect("p")]));
+    run_ok(&mut fundus(&h, &["batch", "--manifest", dir.join("m.csv").to_str().expect("p"), "--no-wait", "--report", dir.join("r").to_str().expect("p")]));
     let phone = upload(&h, 1, 700).await;
     let claimed = db::queue::claim(&h.pool, "probe", 1, 30.0).await.expect("claim");
     assert_eq!(claimed.len(), 1);
@@ -274,7 +261,7 @@ async fn phone_uploads_are_claimed_before_batch_work() {
 async fn the_worker_survives_a_store_outage_and_a_postgres_restart() {
     let stack = Stack::dedicated("outage-worker");
     let h = Harness::start(&stack).await;
-    let model = fixtures::untrained_model(&scratch("model"), 0.5, 64);
+    let model = fixtures::untrained_model(&tests::scratch_dir("model"), 0.5, 64);
     let n = 40;
     upload(&h, n, 800).await;
     let (worker, stop) = start_worker(&h, &model, |c| {
@@ -302,13 +289,13 @@ async fn the_worker_survives_a_store_outage_and_a_postgres_restart() {
 
 #[tokio::test]
 async fn score_dir_writes_a_csv_and_heatmaps_without_services() {
-    let dir = scratch("score");
+    let dir = tests::scratch_dir("score");
     let model = fixtures::untrained_model(&dir.join("model"), 0.0, 64);
     fixtures::photo_files(&dir.join("photos/sub"), 6, 900);
     std::fs::write(dir.join("photos/notes.txt"), "ignored").expect("txt");
     std::fs::write(dir.join("photos/broken.png"), b"\x89PNG\r\n\x1a\nbroken").expect("broken");
     let out = dir.join("scores.csv");
-    let text = run_ok({
+    let text = run_ok(&mut {
         let mut c = Command::new(env!("CARGO_BIN_EXE_fundus"));
         c.args(["score", dir.join("photos").to_str().expect("p"), "--model", model.to_str().expect("p"), "--cpu", "--out", out.to_str().expect("p"), "--heatmaps", dir.join("maps").to_str().expect("p")]);
         c
@@ -350,7 +337,7 @@ async fn the_worker_follows_a_moved_alias_without_dropping_jobs() {
     let uri = stack.get("FUNDUS_MLFLOW_URI").to_owned();
     let client = mlflow::Client::new(&uri).expect("client");
     let name = format!("alias-{}", Uuid::new_v4().simple());
-    let dir = scratch("alias");
+    let dir = tests::scratch_dir("alias");
     let v1 = register(&client, &name, &fixtures::untrained_model(&dir.join("v1"), 0.5, 64), "champion").await;
     upload(&h, 4, 1100).await;
     let mut cfg = inference::WorkerConfig::new("alias-worker".into());

@@ -5,10 +5,7 @@ use std::path::Path;
 use std::process::Command;
 
 fn fundus(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_fundus")).args(args).output().expect("running fundus");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "fundus {args:?} failed:\n{text}");
-    text
+    tests::run_ok(Command::new(env!("CARGO_BIN_EXE_fundus")).args(args))
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! The one preprocessing path, shared by training and inference: decode at the
 //! smallest DCT scale that still covers the model's input, turn upright (EXIF),
-//! find the field of view, crop the square around it, resize, black out what
-//! lies outside the circle, and normalise into CHW floats.
+//! find the field of view, crop the square around it, resize, and black out
+//! what lies outside the circle. The crop is laid out channel-major as u8
+//! (`planar`); the model crate normalises it on its device, and `normalised`
+//! gives the same floats without tch.
 
 use image::{RgbImage, imageops};
 
@@ -30,9 +32,8 @@ impl Preprocessing {
 
 #[derive(Debug, Clone)]
 pub struct Preprocessed {
-    /// `3 * size * size` values, channel-major.
-    pub chw: Vec<f32>,
-    /// The square RGB crop the tensor was made from (for heatmap overlays).
+    /// The square RGB crop, `size` on a side: the model's input, and the
+    /// picture heatmaps are laid over.
     pub crop: RgbImage,
     /// The field of view in the decoded image, when one was found; without one
     /// the centre square is used and the photo is likely ungradable.
@@ -76,14 +77,28 @@ pub fn preprocess_image(img: &RgbImage, p: &Preprocessing) -> Preprocessed {
             imageops::resize(&sq, p.size, p.size, imageops::FilterType::Triangle)
         }
     };
-    let n = (p.size * p.size) as usize;
-    let mut chw = vec![0f32; 3 * n];
-    for (i, px) in crop.pixels().enumerate() {
-        for c in 0..3 {
-            chw[c * n + i] = (px.0[c] as f32 / 255.0 - p.mean[c]) / p.std[c];
+    Preprocessed { crop, fov }
+}
+
+impl Preprocessed {
+    /// The crop channel-major: `3 * size * size` bytes, red plane first.
+    pub fn planar(&self) -> Vec<u8> {
+        let n = (self.crop.width() * self.crop.height()) as usize;
+        let mut chw = vec![0u8; 3 * n];
+        for (i, px) in self.crop.pixels().enumerate() {
+            for c in 0..3 {
+                chw[c * n + i] = px.0[c];
+            }
         }
+        chw
     }
-    Preprocessed { chw, crop, fov }
+
+    /// The crop channel-major as floats normalised with `p`'s mean and
+    /// standard deviation (of 0..1 values).
+    pub fn normalised(&self, p: &Preprocessing) -> Vec<f32> {
+        let n = (self.crop.width() * self.crop.height()) as usize;
+        self.planar().iter().enumerate().map(|(i, &v)| (v as f32 / 255.0 - p.mean[i / n]) / p.std[i / n]).collect()
+    }
 }
 
 fn mask_outside_circle(img: &mut RgbImage) {
@@ -124,13 +139,14 @@ mod tests {
     fn crops_the_field_of_view_into_a_normalised_square() {
         let p = Preprocessing::new(224);
         let out = preprocess(&photo(2400, 1800), Format::Jpeg, &p).expect("preprocess");
-        assert_eq!(out.chw.len(), 3 * 224 * 224);
+        let chw = out.normalised(&p);
+        assert_eq!(chw.len(), 3 * 224 * 224);
         assert_eq!(out.crop.dimensions(), (224, 224));
         let fov = out.fov.expect("field of view");
         // Decoded at 1/4 scale (450 px short side >= 224): the circle spans 0.9 of it.
         assert!((fov.r - 0.45 * 450.0).abs() < 8.0, "{fov:?}");
         // Corners are outside the circle: black, i.e. (0 - mean) / std.
-        assert!((out.chw[0] - (-0.485 / 0.229)).abs() < 1e-4);
+        assert!((chw[0] - (-0.485 / 0.229)).abs() < 1e-4);
         // The centre is retina, well above black.
         let centre = out.crop.get_pixel(112, 112).0;
         assert!(centre[0] > 60, "{centre:?}");
@@ -158,8 +174,9 @@ mod tests {
     #[test]
     fn no_field_of_view_falls_back_to_the_centre() {
         let grey = RgbImage::from_pixel(800, 600, image::Rgb([0, 0, 0]));
-        let out = preprocess_image(&grey, &Preprocessing::new(32));
+        let p = Preprocessing::new(32);
+        let out = preprocess_image(&grey, &p);
         assert!(out.fov.is_none());
-        assert_eq!(out.chw.len(), 3 * 32 * 32);
+        assert_eq!(out.normalised(&p).len(), 3 * 32 * 32);
     }
 }

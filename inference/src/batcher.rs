@@ -122,8 +122,18 @@ impl Batcher {
     pub async fn score(&self, chw: Vec<u8>, prep: imaging::Preprocessing) -> Result<Scored, String> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let item = Item { chw, prep, reply: Box::new(move |r| drop(tx.send(r))) };
-        let this = self.clone();
-        tokio::task::spawn_blocking(move || this.submit(item)).await.map_err(|e| e.to_string())??;
+        // A blocking thread only when the queue is full (backpressure).
+        match self.tx.try_send(Msg::Score(item)) {
+            Ok(()) => {}
+            Err(std::sync::mpsc::TrySendError::Full(msg)) => {
+                let tx = self.tx.clone();
+                tokio::task::spawn_blocking(move || tx.send(msg))
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .map_err(|_| "model_stopped: the model thread has stopped".to_owned())?;
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => return Err("model_stopped: the model thread has stopped".to_owned()),
+        }
         rx.await.map_err(|_| "model_stopped: the model thread dropped the photo".to_owned())?
     }
 

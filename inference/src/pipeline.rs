@@ -4,13 +4,12 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
-use imaging::{Format, Preprocessing, RgbImage};
+use imaging::{Preprocessing, RgbImage};
 
 /// A photo ready for the model: u8 CHW at `prep.size`, and its crop.
 pub struct Prepared {
     pub chw: Vec<u8>,
     pub crop: RgbImage,
-    pub fov_found: bool,
 }
 
 /// Decodes and preprocesses; errors and panics become a message that starts
@@ -19,14 +18,7 @@ pub fn prepare(bytes: &[u8], prep: &Preprocessing) -> Result<Prepared, String> {
     let run = || -> Result<Prepared, String> {
         let format = imaging::sniff(bytes).ok_or("unknown_format: not a JPEG, PNG or DICOM file")?;
         let out = imaging::preprocess(bytes, format, prep).map_err(|e| format!("{}: {} photo: {e}", e.code(), format.as_str()))?;
-        let s = prep.size as usize;
-        let mut chw = vec![0u8; 3 * s * s];
-        for (i, px) in out.crop.pixels().enumerate() {
-            for c in 0..3 {
-                chw[c * s * s + i] = px.0[c];
-            }
-        }
-        Ok(Prepared { chw, crop: out.crop, fov_found: out.fov.is_some() })
+        Ok(Prepared { chw: out.planar(), crop: out.crop })
     };
     match catch_unwind(AssertUnwindSafe(run)) {
         Ok(r) => r,
@@ -35,11 +27,6 @@ pub fn prepare(bytes: &[u8], prep: &Preprocessing) -> Result<Prepared, String> {
             p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
         )),
     }
-}
-
-/// The format an image row records, as `imaging` knows it.
-pub fn format_of(name: &str) -> Option<Format> {
-    [Format::Jpeg, Format::Png, Format::Dicom].into_iter().find(|f| f.as_str() == name)
 }
 
 /// Runs `f` on the rayon pool and awaits it; a panic becomes an error.

@@ -130,28 +130,17 @@ impl Ctx {
         }
     }
 
-    async fn fetch(&self, key: &str) -> Result<Bytes, JobError> {
+    /// Runs a store call until it succeeds, waiting out an outage for up to
+    /// `patience`; a missing object is the photo's fault.
+    async fn with_store<T, Fut>(&self, key: &str, op: impl Fn() -> Fut) -> Result<T, JobError>
+    where
+        Fut: std::future::Future<Output = Result<T, ingest::store::StoreError>>,
+    {
         let (mut tries, since) = (0, Instant::now());
         loop {
-            match self.store.get(key).await {
-                Ok(b) => return Ok(b),
+            match op().await {
+                Ok(v) => return Ok(v),
                 Err(e) if e.is_not_found() => return Err(JobError::Failed(format!("object_missing: object {key} is missing from the store"))),
-                Err(e) => {
-                    tracing::warn!(%key, error = %e, "store unavailable; retrying");
-                    if !self.pause(tries, since).await {
-                        return Err(JobError::Release);
-                    }
-                    tries += 1;
-                }
-            }
-        }
-    }
-
-    async fn put(&self, key: &str, bytes: Bytes) -> Result<(), JobError> {
-        let (mut tries, since) = (0, Instant::now());
-        loop {
-            match self.store.put(key, bytes.clone()).await {
-                Ok(()) => return Ok(()),
                 Err(e) => {
                     tracing::warn!(%key, error = %e, "store unavailable; retrying");
                     if !self.pause(tries, since).await {
@@ -373,7 +362,7 @@ async fn handle(ctx: &Arc<Ctx>, job: Claimed) {
 
 /// Scores one photo and finishes its job. `Ok(None)`: the lease was lost.
 async fn score_one(ctx: &Arc<Ctx>, job: &Claimed) -> Result<Option<()>, JobError> {
-    let bytes = ctx.fetch(&job.object_key).await?;
+    let bytes = ctx.with_store(&job.object_key, || ctx.store.get(&job.object_key)).await?;
     if Sha256::digest(&bytes)[..] != job.sha256[..] {
         return Err(JobError::Failed(format!("digest_mismatch: object {} does not match the upload's SHA-256", job.object_key)));
     }
@@ -405,7 +394,8 @@ async fn score_one(ctx: &Arc<Ctx>, job: &Claimed) -> Result<Option<()>, JobError
         let png = on_rayon(move || model::heatmap::overlay_png(&crop, &map))
             .await
             .map_err(|e| JobError::Failed(format!("heatmap_failed: {e}")))?;
-        ctx.put(&k, Bytes::from(png)).await?;
+        let png = Bytes::from(png);
+        ctx.with_store(&k, || ctx.store.put(&k, png.clone())).await?;
         key = Some(k);
     }
     let outcome = queue::Outcome {

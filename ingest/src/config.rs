@@ -41,6 +41,13 @@ pub struct DbArgs {
     pub acquire_timeout_secs: u64,
 }
 
+impl DbArgs {
+    /// A pool with these settings (connects lazily).
+    pub fn connect(&self) -> db::Result<db::PgPool> {
+        db::connect(self.database_url.expose(), self.max_connections, std::time::Duration::from_secs(self.acquire_timeout_secs))
+    }
+}
+
 #[derive(Debug, Clone, clap::Args)]
 pub struct StoreArgs {
     /// Where photos go: `s3://bucket[/prefix]` (with --s3-endpoint for MinIO or

@@ -39,11 +39,7 @@ impl AppState {
     /// Connects lazily: a database that is down at start-up makes requests
     /// answer 503 until it is back, rather than stopping the server.
     pub fn new(config: Config) -> anyhow::Result<AppState> {
-        let db = db::connect(
-            config.db.database_url.expose(),
-            config.db.max_connections,
-            Duration::from_secs(config.db.acquire_timeout_secs),
-        )?;
+        let db = config.db.connect()?;
         let store = Store::open(&config.store)?;
         let slots = config
             .decode_concurrency

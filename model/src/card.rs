@@ -57,10 +57,17 @@ impl ModelCard {
     }
 
     pub fn load(dir: &Path) -> Result<ModelCard, Error> {
-        let text = std::fs::read_to_string(dir.join(CARD_FILE))
-            .map_err(|e| Error::Data(format!("{}: {e}", dir.join(CARD_FILE).display())))?;
-        serde_json::from_str(&text).map_err(|e| Error::Data(format!("{}: {e}", dir.join(CARD_FILE).display())))
+        Ok(read_card(dir)?.0)
     }
+}
+
+/// The card in `dir` as `T` (the full card, or what inference needs of it),
+/// and its text. Errors name the file.
+pub(crate) fn read_card<T: serde::de::DeserializeOwned>(dir: &Path) -> Result<(T, String), Error> {
+    let path = dir.join(CARD_FILE);
+    let text = std::fs::read_to_string(&path).map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
+    let card = serde_json::from_str(&text).map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
+    Ok((card, text))
 }
 
 pub fn fingerprint(samples: &[Sample]) -> String {

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest, Sha256};
 use tch::{CModule, Device, Kind, Tensor, nn};
 
-use crate::card::{CARD_FILE, WEIGHTS_FILE};
+use crate::card::{CARD_FILE, WEIGHTS_FILE, read_card};
 use crate::net::{Arch, Net};
 use crate::train::normalise;
 use crate::Error;
@@ -85,9 +85,7 @@ fn model_digest(weights: &Path, card: &str) -> Result<String, Error> {
 impl Scorer {
     pub fn load(dir: &Path, device: Device, precision: Precision) -> Result<Scorer, Error> {
         let card_path = dir.join(CARD_FILE);
-        let text = std::fs::read_to_string(&card_path).map_err(|e| Error::Data(format!("{}: {e}", card_path.display())))?;
-        let card: InferenceCard =
-            serde_json::from_str(&text).map_err(|e| Error::Data(format!("{}: {e}", card_path.display())))?;
+        let (card, text): (InferenceCard, String) = read_card(dir)?;
         if !(0.0..=1.0).contains(&card.threshold) {
             return Err(Error::Data(format!("{}: threshold {} is not a probability", card_path.display(), card.threshold)));
         }
@@ -195,8 +193,7 @@ pub fn write_untrained(dir: &Path, arch: Arch, size: u32, threshold: f32, seed: 
 /// model directory of ours. Traced on the CPU in f32.
 pub fn export_torchscript(model_dir: &Path, out: &Path) -> Result<PathBuf, Error> {
     let card_path = model_dir.join(CARD_FILE);
-    let text = std::fs::read_to_string(&card_path).map_err(|e| Error::Data(format!("{}: {e}", card_path.display())))?;
-    let card: InferenceCard = serde_json::from_str(&text).map_err(|e| Error::Data(format!("{}: {e}", card_path.display())))?;
+    let (card, _): (InferenceCard, String) = read_card(model_dir)?;
     let arch = match (&card.format, &card.train) {
         (None, Some(t)) => t.arch,
         _ => return Err(Error::Data(format!("{}: not a model of ours (no train.arch)", card_path.display()))),

@@ -116,13 +116,7 @@ pub fn load(samples: &[Sample], prep: &imaging::Preprocessing) -> Result<Tensors
             let format = imaging::sniff(&bytes)
                 .ok_or_else(|| Error::Data(format!("{}: not a JPEG, PNG or DICOM file", smp.path.display())))?;
             let out = imaging::preprocess(&bytes, format, prep).map_err(|e| Error::Data(format!("{}: {e}", smp.path.display())))?;
-            let mut chw = vec![0u8; 3 * s * s];
-            for (i, px) in out.crop.pixels().enumerate() {
-                for c in 0..3 {
-                    chw[c * s * s + i] = px.0[c];
-                }
-            }
-            Ok((chw, out.fov.is_some()))
+            Ok((out.planar(), out.fov.is_some()))
         })
         .collect::<Result<_, Error>>()?;
     let no_fov = crops.iter().filter(|c| !c.1).count();

@@ -23,6 +23,26 @@ pub fn root() -> PathBuf {
     manifest.parent().map(Path::to_path_buf).expect("workspace root")
 }
 
+/// A fresh path under `.stack/tests`, named `what-<random>` (not created).
+pub fn scratch_path(what: &str) -> PathBuf {
+    root().join(".stack/tests").join(format!("{what}-{}", &Uuid::new_v4().simple().to_string()[..8]))
+}
+
+/// A fresh folder under `.stack/tests` for one test's files.
+pub fn scratch_dir(what: &str) -> PathBuf {
+    let d = scratch_path(what);
+    std::fs::create_dir_all(&d).unwrap_or_else(|e| panic!("creating {}: {e}", d.display()));
+    d
+}
+
+/// Runs a command that must succeed; returns its stdout and stderr together.
+pub fn run_ok(c: &mut Command) -> String {
+    let out = c.output().unwrap_or_else(|e| panic!("running {c:?}: {e}"));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{c:?} failed:\n{text}");
+    text
+}
+
 const HOW_TO: &str = "start the local stack with `scripts/stack up` (it installs Debian's postgresql and builds \
     Garage, the S3 server), or run the README's test command, `scripts/test`, which does all of it";
 
@@ -74,7 +94,7 @@ impl Stack {
 
     /// A stack of its own, for tests that stop and restart services.
     pub fn dedicated(name: &str) -> Stack {
-        let dir = root().join(".stack/tests").join(format!("{name}-{}", &Uuid::new_v4().simple().to_string()[..8]));
+        let dir = scratch_path(name);
         stack_cmd(&dir, &["up"]);
         let text = std::fs::read_to_string(dir.join("env")).expect("dedicated stack env");
         Stack { dir, vars: parse_env(&text), dedicated: true }
