@@ -100,6 +100,8 @@ ensure_system_packages() {
     # cmake and nasm build the bundled libjpeg-turbo 3 (Debian 12 ships 2.1, without the TurboJPEG 3 API);
     # libjpeg-turbo-progs gives djpeg, the floor of the preprocessing benchmark.
     ensure_apt postgresql cmake nasm pkg-config libjpeg-turbo-progs curl jq
+    # The review UI's browser tests drive a real headless Chromium over WebDriver.
+    ensure_apt chromium chromium-driver
     # Debian strips ensurepip out of python3 into python3-venv; a pyenv/other python may have it already.
     python3 -c 'import ensurepip, venv' 2>/dev/null || ensure_apt python3-venv
 }

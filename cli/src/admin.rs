@@ -41,6 +41,58 @@ pub enum Admin {
         #[command(flatten)]
         db: ingest::DbArgs,
     },
+    /// Create a clinician account for the review UI; prints a generated
+    /// password once unless one is given on stdin (`--password-stdin`).
+    UserCreate {
+        #[command(flatten)]
+        db: ingest::DbArgs,
+        /// Lower-case letters, digits, '.', '_' and '-'.
+        #[arg(long)]
+        name: String,
+        /// grader, senior or admin.
+        #[arg(long)]
+        role: String,
+        /// A site whose photos the user reads (repeat for several; admins see all).
+        #[arg(long = "site")]
+        sites: Vec<String>,
+        /// Read the password from the first line of stdin instead of generating one.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Disable an account and end its sessions.
+    UserDisable {
+        #[command(flatten)]
+        db: ingest::DbArgs,
+        #[arg(long)]
+        name: String,
+    },
+    /// List accounts, their roles and sites.
+    UserList {
+        #[command(flatten)]
+        db: ingest::DbArgs,
+    },
+    /// Set a new password (generated and printed once, or from stdin) and end the user's sessions.
+    UserPassword {
+        #[command(flatten)]
+        db: ingest::DbArgs,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Print the audit trail, oldest first.
+    Audit {
+        #[command(flatten)]
+        db: ingest::DbArgs,
+        /// Only entries at or after this time (RFC 3339, or a date).
+        #[arg(long, value_parser = parse_time)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only this actor's entries.
+        #[arg(long)]
+        actor: Option<String>,
+        #[arg(long, default_value_t = 10_000)]
+        limit: i64,
+    },
     /// Remove stored objects that no image row points at.
     Sweep {
         #[command(flatten)]
@@ -108,6 +160,56 @@ pub async fn run(cmd: Admin) -> anyhow::Result<()> {
                 writeln!(out, "{}\t{}\t{}\t{}", d.site, d.name, d.created_at.to_rfc3339(), revoked)?;
             }
         }
+        Admin::UserCreate { db, name, role, sites, password_stdin } => {
+            anyhow::ensure!(review::auth::Role::parse(&role).is_some(), "--role must be grader, senior or admin, not {role:?}");
+            anyhow::ensure!(role == "admin" || !sites.is_empty(), "a {role} needs at least one --site whose photos they read");
+            let (password, generated) = password(password_stdin)?;
+            let pool = pool(&db).await?;
+            let hash = review::auth::hash_password(&password)?;
+            let id = db::users::user_create(&pool, &name, &role, &hash, &sites).await.map_err(|e| match e {
+                db::Error::Conflict(m) if m.contains("unique") => anyhow::anyhow!("user {name:?} already exists"),
+                db::Error::Conflict(_) => anyhow::anyhow!("invalid user name {name:?}: use lower-case letters, digits, '.', '_' and '-'"),
+                db::Error::NotFound(what) => anyhow::anyhow!("no such site: {what}"),
+                e => e.into(),
+            })?;
+            eprintln!("user {name} ({role}) created: {id}");
+            if generated {
+                eprintln!("its password is printed once, below");
+                println!("{password}");
+            }
+        }
+        Admin::UserDisable { db, name } => {
+            let pool = pool(&db).await?;
+            let id = db::users::user_disable(&pool, &name).await?;
+            eprintln!("user {name} ({id}) disabled; their sessions are ended");
+        }
+        Admin::UserList { db } => {
+            let pool = pool(&db).await?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "name\trole\tsites\tcreated\tdisabled")?;
+            for u in db::users::user_list(&pool).await? {
+                let disabled = u.disabled_at.map(|t| t.to_rfc3339()).unwrap_or_else(|| "-".into());
+                let sites = if u.role == "admin" { "*".to_owned() } else { u.sites.join(",") };
+                writeln!(out, "{}\t{}\t{}\t{}\t{}", u.name, u.role, sites, u.created_at.to_rfc3339(), disabled)?;
+            }
+        }
+        Admin::UserPassword { db, name, password_stdin } => {
+            let (password, generated) = password(password_stdin)?;
+            let pool = pool(&db).await?;
+            let id = db::users::user_set_password(&pool, &name, &review::auth::hash_password(&password)?).await?;
+            eprintln!("password of {name} ({id}) changed; their sessions are ended");
+            if generated {
+                println!("{password}");
+            }
+        }
+        Admin::Audit { db, since, actor, limit } => {
+            let pool = pool(&db).await?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "at\tactor\taction\tsubject\tdetail")?;
+            for a in db::audit_list(&pool, since, actor.as_deref(), limit).await? {
+                writeln!(out, "{}\t{}\t{}\t{}\t{}", a.at.to_rfc3339(), a.actor, a.action, a.subject.as_deref().unwrap_or("-"), a.detail)?;
+            }
+        }
         Admin::Sweep { db, store, min_age } => {
             let pool = pool(&db).await?;
             let store = ingest::Store::open(&store)?;
@@ -116,6 +218,61 @@ pub async fn run(cmd: Admin) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[derive(Subcommand)]
+pub enum Labels {
+    /// Write the final human outcomes as a manifest `fundus train --data` reads
+    /// (labels.csv), with the photos beside it.
+    Export {
+        #[command(flatten)]
+        db: ingest::DbArgs,
+        #[command(flatten)]
+        store: ingest::StoreArgs,
+        #[arg(long)]
+        out: PathBuf,
+        /// Only outcomes decided at or after this time (RFC 3339, or a date).
+        #[arg(long, value_parser = parse_time)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+    },
+}
+
+pub async fn labels(cmd: Labels) -> anyhow::Result<()> {
+    match cmd {
+        Labels::Export { db, store, out, since } => {
+            let pool = pool(&db).await?;
+            let store = ingest::Store::open(&store)?;
+            let s = review::export::export_labels(&pool, &store, &out, since, "admin").await?;
+            eprintln!(
+                "wrote {} photos ({} referable, {} not referable, {} ungradable) and labels.csv to {}",
+                s.photos, s.referable, s.not_referable, s.ungradable, out.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// A password from stdin's first line (checked against the rules), or a
+/// generated one; true when generated.
+fn password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
+    if !from_stdin {
+        return Ok((review::auth::generate_password(), true));
+    }
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).context("reading the password from stdin")?;
+    let pw = line.trim_end_matches(['\r', '\n']).to_owned();
+    review::auth::check_password_rules(&pw).map_err(anyhow::Error::msg)?;
+    Ok((pw, false))
+}
+
+/// RFC 3339, or a plain date (midnight UTC).
+pub fn parse_time(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map(|d| d.and_time(chrono::NaiveTime::MIN).and_utc())
+        .map_err(|_| format!("expected RFC 3339 (2026-12-01T08:00:00Z) or a date (2026-12-01), not {s:?}"))
 }
 
 #[derive(clap::Args)]

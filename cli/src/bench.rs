@@ -32,6 +32,9 @@ pub enum Bench {
     Latency(crate::bench_score::LatencyArgs),
     /// Claim + complete per second on one Postgres.
     Queue(crate::bench_score::QueueArgs),
+    /// The review worklist over 100,000 open items against the bare SELECT,
+    /// and photo preview latency.
+    Review(crate::bench_review::ReviewBenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -74,6 +77,7 @@ pub async fn run(b: Bench) -> anyhow::Result<()> {
         Bench::Worker(a) => crate::bench_score::worker(a).await,
         Bench::Latency(a) => crate::bench_score::latency(a).await,
         Bench::Queue(a) => crate::bench_score::queue(a).await,
+        Bench::Review(a) => crate::bench_review::review(a).await,
     }
 }
 

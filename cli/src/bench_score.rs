@@ -153,14 +153,14 @@ pub async fn score(m: BenchModel, venv: PathBuf) -> anyhow::Result<()> {
 
 /// A database of the benchmark's own, created from a superuser URL and
 /// dropped afterwards, so the queue holds only the benchmark's jobs.
-struct ScratchDb {
+pub struct ScratchDb {
     admin: db::PgPool,
     name: String,
     pub url: String,
 }
 
 impl ScratchDb {
-    async fn create(superuser_url: &str, what: &str) -> anyhow::Result<ScratchDb> {
+    pub async fn create(superuser_url: &str, what: &str) -> anyhow::Result<ScratchDb> {
         let name = format!("bench_{what}_{}", std::process::id());
         let admin = db::connect(superuser_url, 1, Duration::from_secs(5))?;
         sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&admin).await?;
@@ -170,7 +170,7 @@ impl ScratchDb {
         Ok(ScratchDb { admin, name, url: url.to_string() })
     }
 
-    async fn drop_db(self) -> anyhow::Result<()> {
+    pub async fn drop_db(self) -> anyhow::Result<()> {
         sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))).execute(&self.admin).await?;
         Ok(())
     }

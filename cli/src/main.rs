@@ -4,6 +4,7 @@
 mod admin;
 mod bench;
 mod bench_preprocess;
+mod bench_review;
 mod bench_score;
 mod score;
 mod train;
@@ -49,6 +50,9 @@ enum Command {
     Score(score::ScoreArgs),
     /// Export a trained model as TorchScript (for Python and other runtimes).
     Export(score::ExportArgs),
+    /// Reviewed outcomes as training labels.
+    #[command(subcommand)]
+    Labels(admin::Labels),
 }
 
 fn init_logs(json: bool) {
@@ -98,6 +102,7 @@ async fn main() -> std::process::ExitCode {
         Command::Batch(a) => score::batch(a).await,
         Command::Score(a) => score::score(a).await,
         Command::Export(a) => score::export(a),
+        Command::Labels(l) => admin::labels(l).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

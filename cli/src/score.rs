@@ -40,6 +40,10 @@ pub struct ModelArgs {
     /// Non-referable photos this close below the threshold go to review as uncertain.
     #[arg(long, default_value_t = 0.05)]
     pub uncertainty_band: f32,
+    /// Fraction of the photos called non-referable that clinicians read anyway,
+    /// blinded (the internal QA sample; drawn reproducibly from the image id).
+    #[arg(long, env = "FUNDUS_QA_RATE", default_value_t = 0.10)]
+    pub qa_rate: f32,
 }
 
 impl ModelArgs {
@@ -56,7 +60,8 @@ impl ModelArgs {
     pub fn routing(&self) -> anyhow::Result<Routing> {
         anyhow::ensure!((0.0..=1.0).contains(&self.gradable_threshold), "--gradable-threshold must be within 0..1");
         anyhow::ensure!((0.0..=1.0).contains(&self.uncertainty_band), "--uncertainty-band must be within 0..1");
-        Ok(Routing { gradable_threshold: self.gradable_threshold, uncertainty_band: self.uncertainty_band })
+        anyhow::ensure!((0.0..=1.0).contains(&self.qa_rate), "--qa-rate must be within 0..1");
+        Ok(Routing { gradable_threshold: self.gradable_threshold, uncertainty_band: self.uncertainty_band, qa_rate: self.qa_rate })
     }
 }
 
@@ -163,6 +168,9 @@ pub struct BatchArgs {
     /// Where report.csv, report.html and summary.json go.
     #[arg(long, default_value = "fundus-data/report")]
     report: PathBuf,
+    /// Where clinicians reach the review UI; the report links its photos there.
+    #[arg(long, env = "FUNDUS_REVIEW_URL", default_value = "http://127.0.0.1:8080")]
+    review_url: String,
     /// Register and enqueue only; don't wait for the scores.
     #[arg(long)]
     no_wait: bool,
@@ -201,7 +209,7 @@ pub async fn batch(a: BatchArgs) -> anyhow::Result<()> {
         let p = inference::screen::wait(&pool, reg.batch_id, true, a.timeout_secs.map(Duration::from_secs)).await?;
         eprintln!("{} of {} scored, {} dead-lettered", p.done, p.total, p.dead);
     }
-    let s = inference::screen::report(&pool, &reg, &a.report).await?;
+    let s = inference::screen::report(&pool, &reg, &a.report, &a.review_url).await?;
     println!(
         "report: {} ({} photos: {} scored, {} referable, {} ungradable, {} to review, {} dead-lettered, {} rejected{})",
         a.report.join("report.html").display(),

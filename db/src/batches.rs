@@ -22,6 +22,7 @@ impl Progress {
 pub struct ReportRow {
     pub name: String,
     pub image_id: Uuid,
+    pub site: String,
     pub truth: Option<bool>,
     pub job_state: String,
     pub attempts: i32,
@@ -76,6 +77,7 @@ pub async fn report(pool: &PgPool, batch_id: Uuid) -> Result<Vec<ReportRow>> {
         .map(|r| ReportRow {
             name: r.name,
             image_id: r.image_id,
+            site: r.site,
             truth: r.truth,
             job_state: r.job_state,
             attempts: r.attempts,

@@ -6,6 +6,8 @@ pub mod access;
 pub mod batches;
 pub mod images;
 pub mod queue;
+pub mod review;
+pub mod users;
 
 use std::time::Duration;
 
@@ -82,15 +84,35 @@ pub async fn ping(pool: &PgPool) -> bool {
     sqlx::query("SELECT 1").execute(pool).await.is_ok()
 }
 
-pub async fn audit(
-    pool: &PgPool,
+/// Appends an audit row; pass a transaction to record it with the action.
+pub async fn audit<'e>(
+    ex: impl sqlx::PgExecutor<'e>,
     actor: &str,
     action: &str,
     subject: Option<&str>,
     detail: serde_json::Value,
 ) -> Result<()> {
     sqlx::query_file!("queries/audit_insert.sql", actor, action, subject, detail)
-        .execute(pool)
+        .execute(ex)
         .await?;
     Ok(())
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditRow {
+    pub id: i64,
+    pub at: chrono::DateTime<chrono::Utc>,
+    pub actor: String,
+    pub action: String,
+    pub subject: Option<String>,
+    pub detail: serde_json::Value,
+}
+
+pub async fn audit_list(
+    pool: &PgPool,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    actor: Option<&str>,
+    limit: i64,
+) -> Result<Vec<AuditRow>> {
+    Ok(sqlx::query_file_as!(AuditRow, "queries/audit_list.sql", since, actor, limit).fetch_all(pool).await?)
 }

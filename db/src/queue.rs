@@ -37,8 +37,11 @@ pub struct Outcome<'a> {
     /// `referable`, `non_referable` or `ungradable`.
     pub label: &'a str,
     pub heatmap_key: Option<&'a str>,
-    /// `referable`, `ungradable` or `uncertain` when a clinician should look.
+    /// `referable`, `ungradable`, `uncertain` or `qa_sample` when a clinician should look.
     pub review: Option<&'a str>,
+    /// The QA sampling rate in force, and whether this photo was drawn.
+    pub qa_rate: f32,
+    pub qa_sampled: bool,
 }
 
 /// Puts jobs with expired leases back (or dead-letters them). Returns
@@ -88,7 +91,9 @@ pub async fn finish(pool: &PgPool, job: &Claimed, worker: &str, o: &Outcome<'_>)
         o.glaucoma,
         o.gradable,
         o.label,
-        o.heatmap_key
+        o.heatmap_key,
+        o.qa_rate,
+        o.qa_sampled
     )
     .fetch_optional(&mut *tx)
     .await?;

@@ -1,5 +1,8 @@
 //! Who needs a clinician: the referral decision at the model's operating
-//! point, and the review queue's reasons.
+//! point, the review queue's reasons, and the QA sample of negatives.
+
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
 /// How scores become a label and, when a human should look, a review reason.
 #[derive(Debug, Clone, Copy)]
@@ -9,11 +12,14 @@ pub struct Routing {
     /// Photos scoring within this distance below the referral threshold are
     /// reviewed as uncertain.
     pub uncertainty_band: f32,
+    /// Fraction of the photos called `non_referable` (outside the band) that
+    /// are read anyway, blinded, as the internal QA sample.
+    pub qa_rate: f32,
 }
 
 impl Default for Routing {
     fn default() -> Self {
-        Routing { gradable_threshold: 0.5, uncertainty_band: 0.05 }
+        Routing { gradable_threshold: 0.5, uncertainty_band: 0.05, qa_rate: 0.10 }
     }
 }
 
@@ -21,11 +27,20 @@ impl Default for Routing {
 pub struct Decision {
     /// `referable`, `non_referable` or `ungradable`.
     pub label: &'static str,
-    /// `referable`, `ungradable` or `uncertain`; `None` when no one need look.
+    /// `referable`, `ungradable`, `uncertain` or `qa_sample`; `None` when no one need look.
     pub review: Option<&'static str>,
 }
 
+/// Whether the QA sample draws this photo: random across photos, but the same
+/// answer for the same image id every time (a re-scored photo is not re-drawn).
+pub fn qa_drawn(image_id: Uuid, rate: f32) -> bool {
+    let h = Sha256::new().chain_update(b"fundus-qa-sample").chain_update(image_id.as_bytes()).finalize();
+    let x = u64::from_be_bytes(h[..8].try_into().expect("8 bytes"));
+    (x as f64) < f64::from(rate.clamp(0.0, 1.0)) * 2f64.powi(64)
+}
+
 impl Routing {
+    /// The decision from the scores alone (no QA sample: see `qa_sample`).
     pub fn decide(&self, glaucoma: f32, gradable: f32, threshold: f32) -> Decision {
         if gradable < self.gradable_threshold {
             Decision { label: "ungradable", review: Some("ungradable") }
@@ -37,6 +52,16 @@ impl Routing {
             Decision { label: "non_referable", review: None }
         }
     }
+
+    /// Routes a photo that no one would otherwise read to the QA sample when
+    /// it is drawn; returns the decision and whether it was drawn.
+    pub fn qa_sample(&self, d: Decision, image_id: Uuid) -> (Decision, bool) {
+        if d.review.is_none() && qa_drawn(image_id, self.qa_rate) {
+            (Decision { review: Some("qa_sample"), ..d }, true)
+        } else {
+            (d, false)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -45,11 +70,29 @@ mod tests {
 
     #[test]
     fn decisions_at_the_edges() {
-        let r = Routing { gradable_threshold: 0.5, uncertainty_band: 0.05 };
+        let r = Routing { gradable_threshold: 0.5, uncertainty_band: 0.05, qa_rate: 0.0 };
+        let id = Uuid::new_v4();
         assert_eq!(r.decide(0.9, 0.2, 0.3), Decision { label: "ungradable", review: Some("ungradable") });
         assert_eq!(r.decide(0.3, 0.9, 0.3), Decision { label: "referable", review: Some("referable") });
         assert_eq!(r.decide(0.26, 0.9, 0.3), Decision { label: "non_referable", review: Some("uncertain") });
         assert_eq!(r.decide(0.2, 0.9, 0.3), Decision { label: "non_referable", review: None });
         assert_eq!(r.decide(0.2, 0.5, 0.3).label, "non_referable");
+        assert_eq!(r.qa_sample(r.decide(0.2, 0.9, 0.3), id).1, false);
+        let all = Routing { qa_rate: 1.0, ..r };
+        let (d, drawn) = all.qa_sample(all.decide(0.2, 0.9, 0.3), id);
+        assert_eq!((d, drawn), (Decision { label: "non_referable", review: Some("qa_sample") }, true));
+        // The sample never takes a photo that is already routed for another reason.
+        assert_eq!(all.qa_sample(all.decide(0.3, 0.9, 0.3), id), (Decision { label: "referable", review: Some("referable") }, false));
+    }
+
+    #[test]
+    fn the_qa_sample_is_reproducible_and_near_its_rate() {
+        let ids: Vec<Uuid> = (0..20_000u128).map(|i| Uuid::from_u128(i.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835))).collect();
+        let drawn = ids.iter().filter(|&&id| qa_drawn(id, 0.10)).count() as f64 / ids.len() as f64;
+        // 20,000 draws at 10%: the standard error is 0.21 points.
+        assert!((drawn - 0.10).abs() < 0.01, "drew {drawn}");
+        assert!(ids.iter().all(|&id| qa_drawn(id, 0.10) == qa_drawn(id, 0.10)));
+        assert!(!ids.iter().any(|&id| qa_drawn(id, 0.0)));
+        assert!(ids.iter().all(|&id| qa_drawn(id, 1.0)));
     }
 }

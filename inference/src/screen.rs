@@ -12,8 +12,8 @@ use std::time::Duration;
 use anyhow::Context;
 use bytes::Bytes;
 use futures::StreamExt;
-use ingest::Store;
-use ingest::store::raw_key;
+use store::Store;
+use store::raw_key;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -259,7 +259,7 @@ pub async fn wait(pool: &db::PgPool, batch_id: Uuid, show: bool, timeout: Option
 pub use crate::report::{ReportSummary, write_report};
 
 /// Writes the batch's report into `out` (report.csv, report.html).
-pub async fn report(pool: &db::PgPool, reg: &Registered, out: &Path) -> anyhow::Result<ReportSummary> {
+pub async fn report(pool: &db::PgPool, reg: &Registered, out: &Path, review_url: &str) -> anyhow::Result<ReportSummary> {
     let rows = db::batches::report(pool, reg.batch_id).await?;
-    write_report(&rows, &reg.rejected, out)
+    write_report(&rows, &reg.rejected, out, review_url)
 }

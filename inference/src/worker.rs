@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use db::queue::{self, Claimed};
-use ingest::Store;
+use store::Store;
 use rand::Rng;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, Semaphore};
@@ -134,7 +134,7 @@ impl Ctx {
     /// `patience`; a missing object is the photo's fault.
     async fn with_store<T, Fut>(&self, key: &str, op: impl Fn() -> Fut) -> Result<T, JobError>
     where
-        Fut: std::future::Future<Output = Result<T, ingest::store::StoreError>>,
+        Fut: std::future::Future<Output = Result<T, store::StoreError>>,
     {
         let (mut tries, since) = (0, Instant::now());
         loop {
@@ -398,13 +398,17 @@ async fn score_one(ctx: &Arc<Ctx>, job: &Claimed) -> Result<Option<()>, JobError
         ctx.with_store(&k, || ctx.store.put(&k, png.clone())).await?;
         key = Some(k);
     }
+    // QA reads are blinded, so a photo drawn for the sample needs no heatmap.
+    let (decision, qa_sampled) = ctx.cfg.routing.qa_sample(scored.decision, job.image_id);
     let outcome = queue::Outcome {
         model_version_id: scored.model.version_id,
         glaucoma: scored.glaucoma,
         gradable: scored.gradable,
-        label: scored.decision.label,
+        label: decision.label,
         heatmap_key: key.as_deref(),
-        review: scored.decision.review,
+        review: decision.review,
+        qa_rate: ctx.cfg.routing.qa_rate,
+        qa_sampled,
     };
     let mut tries = 0;
     loop {

@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::AppState;
 use crate::auth::Device;
 use crate::error::ApiError;
-use crate::store::raw_key;
+use store::raw_key;
 
 /// Queue priority of phone uploads; batch screening enqueues below it.
 pub const PHONE_PRIORITY: i16 = 100;
@@ -72,6 +72,57 @@ pub struct ImageState {
     pub quality: serde_json::Value,
     pub created_at: DateTime<Utc>,
     pub result: Option<ImageResult>,
+    pub outcome: Outcome,
+}
+
+/// Where a photo stands for the patient: the model's preliminary label, or a
+/// human's final one (the deciding role, never a name).
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Outcome {
+    /// `final` (a human's decision), `preliminary` (the model's only) or `pending`.
+    pub result: &'static str,
+    /// referable, not_referable or ungradable.
+    pub label: Option<String>,
+    /// For an ungradable photo: retake or examine.
+    pub ungradable_action: Option<String>,
+    pub decided_at: Option<DateTime<Utc>>,
+    /// grader, senior or admin.
+    pub decided_by_role: Option<String>,
+}
+
+fn outcome_of(i: &db::review::StudyImage) -> Outcome {
+    let o = review::policy::photo_outcome(&i.status, i.model_label.as_deref(), i.final_decision.as_deref(), i.final_action.as_deref());
+    let decided = o.result == "final";
+    Outcome {
+        result: o.result,
+        label: o.label,
+        ungradable_action: o.ungradable_action,
+        decided_at: if decided { i.decided_at } else { None },
+        decided_by_role: if decided { i.decided_role.clone() } else { None },
+    }
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct StudyPhoto {
+    pub id: Uuid,
+    pub eye: String,
+    pub status: String,
+    pub outcome: Outcome,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct StudyState {
+    pub id: Uuid,
+    pub site: String,
+    pub captured_at: DateTime<Utc>,
+    /// What follows for the person: refer, recapture, rescreen (at the routine interval) or pending.
+    pub recommendation: &'static str,
+    /// `final` when humans decided every photo (or a human's referral decides the study), else `preliminary`.
+    pub result: &'static str,
+    /// The latest human decision among the photos, and its role.
+    pub decided_at: Option<DateTime<Utc>>,
+    pub decided_by_role: Option<String>,
+    pub images: Vec<StudyPhoto>,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -334,6 +385,8 @@ pub async fn get_image(
     if row.site_id != dev.site_id {
         return Err(ApiError::Forbidden("the image belongs to another site"));
     }
+    let photos = db::review::study_images(&s.db, row.study_id).await?;
+    let outcome = photos.iter().find(|p| p.id == id).map(outcome_of).ok_or(ApiError::NotFound("image"))?;
     let result = db::images::result_latest(&s.db, id).await?.map(|r| ImageResult {
         glaucoma_score: r.glaucoma_score,
         gradable_score: r.gradable_score,
@@ -357,5 +410,39 @@ pub async fn get_image(
         quality: row.quality,
         created_at: row.created_at,
         result,
+        outcome,
+    }))
+}
+
+#[utoipa::path(get, path = "/v1/studies/{id}", params(("id" = Uuid, Path, description = "study id")),
+    responses((status = 200, body = StudyState), (status = 401, body = crate::error::ErrorBody),
+              (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)),
+    security(("device_token" = [])))]
+pub async fn get_study(
+    State(s): State<AppState>,
+    Device(dev): Device,
+    Path(id): Path<String>,
+) -> Result<Json<StudyState>, ApiError> {
+    let id = parse_id(&id, "study")?;
+    let study = db::review::study(&s.db, id).await?.ok_or(ApiError::NotFound("study"))?;
+    if study.site_id != dev.site_id {
+        return Err(ApiError::Forbidden("the study belongs to another site"));
+    }
+    let photos = db::review::study_images(&s.db, id).await?;
+    let outcomes: Vec<review::policy::PhotoOutcome> = photos
+        .iter()
+        .map(|i| review::policy::photo_outcome(&i.status, i.model_label.as_deref(), i.final_decision.as_deref(), i.final_action.as_deref()))
+        .collect();
+    let o = review::policy::study_outcome(&outcomes);
+    let latest = photos.iter().filter(|p| p.final_decision.is_some()).max_by_key(|p| p.decided_at);
+    Ok(Json(StudyState {
+        id,
+        site: study.site,
+        captured_at: study.captured_at,
+        recommendation: o.recommendation,
+        result: o.result,
+        decided_at: latest.and_then(|p| p.decided_at),
+        decided_by_role: latest.and_then(|p| p.decided_role.clone()),
+        images: photos.iter().map(|p| StudyPhoto { id: p.id, eye: p.eye.clone(), status: p.status.clone(), outcome: outcome_of(p) }).collect(),
     }))
 }

@@ -1,32 +1,9 @@
 //! Configuration of `fundus serve` (and the pieces other subcommands share):
 //! every flag also reads an environment variable, and secrets never print.
 
-use std::fmt;
 use std::net::SocketAddr;
-use std::str::FromStr;
 
-/// A string that `Debug` and `Display` never reveal.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl FromStr for Secret {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Secret(s.to_owned()))
-    }
-}
+pub use store::{Secret, StoreArgs};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct DbArgs {
@@ -46,23 +23,6 @@ impl DbArgs {
     pub fn connect(&self) -> db::Result<db::PgPool> {
         db::connect(self.database_url.expose(), self.max_connections, std::time::Duration::from_secs(self.acquire_timeout_secs))
     }
-}
-
-#[derive(Debug, Clone, clap::Args)]
-pub struct StoreArgs {
-    /// Where photos go: `s3://bucket[/prefix]` (with --s3-endpoint for MinIO or
-    /// Garage) or a local folder, `file:///path` or a plain path.
-    #[arg(long = "store-url", env = "FUNDUS_STORE_URL", default_value = "fundus-data/blobs")]
-    pub store_url: String,
-    /// S3 endpoint (path-style addressing); empty for AWS itself.
-    #[arg(long = "s3-endpoint", env = "FUNDUS_S3_ENDPOINT")]
-    pub s3_endpoint: Option<String>,
-    #[arg(long = "s3-region", env = "FUNDUS_S3_REGION", default_value = "us-east-1")]
-    pub s3_region: String,
-    #[arg(long = "s3-access-key", env = "FUNDUS_S3_ACCESS_KEY")]
-    pub s3_access_key: Option<Secret>,
-    #[arg(long = "s3-secret-key", env = "FUNDUS_S3_SECRET_KEY")]
-    pub s3_secret_key: Option<Secret>,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -96,21 +56,12 @@ pub struct Config {
     /// An object must be this old (seconds) before the sweep may remove it.
     #[arg(long, env = "FUNDUS_SWEEP_MIN_AGE", default_value_t = 3600)]
     pub sweep_min_age_secs: u64,
+    #[command(flatten)]
+    pub review: review::Config,
 }
 
 impl Config {
     pub fn limits(&self) -> imaging::Limits {
         imaging::Limits { max_megapixels: self.max_megapixels, min_side: self.min_side }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn secrets_do_not_print() {
-        let s: Secret = "hunter2".parse().expect("infallible");
-        assert!(!format!("{s:?}").contains("hunter2"));
     }
 }

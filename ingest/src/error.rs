@@ -81,8 +81,8 @@ impl From<db::Error> for ApiError {
     }
 }
 
-impl From<crate::store::StoreError> for ApiError {
-    fn from(e: crate::store::StoreError) -> Self {
+impl From<store::StoreError> for ApiError {
+    fn from(e: store::StoreError) -> Self {
         tracing::warn!(error = %e, "object store unavailable");
         ApiError::StoreUnavailable
     }

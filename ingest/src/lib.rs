@@ -1,6 +1,7 @@
-//! The upload API as a library: `router(state)` is the whole HTTP surface, and
-//! `serve` runs it with graceful shutdown. The binary (`fundus serve`) only
-//! parses configuration and calls in.
+//! The upload API as a library: `router(state)` is the whole HTTP surface
+//! (the phone API here, the review service mounted beside it), and `serve`
+//! runs it with graceful shutdown. The binary (`fundus serve`) only parses
+//! configuration and calls in.
 
 pub mod api;
 pub mod auth;
@@ -8,7 +9,6 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod ops;
-pub mod store;
 pub mod sweep;
 
 use std::sync::Arc;
@@ -16,14 +16,14 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{Request, StatusCode};
-use axum::routing::{get, post};
+use axum::http::{Method, Request, StatusCode};
+use axum::routing::{MethodRouter, get, post};
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
-pub use config::{Config, DbArgs, Secret, StoreArgs};
-pub use store::Store;
+pub use config::{Config, DbArgs};
+pub use store::{Secret, Store, StoreArgs};
 
 #[derive(Clone)]
 pub struct AppState {
@@ -33,6 +33,8 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// Bounds how many photos are decoded (and held in memory) at once.
     pub decode_slots: Arc<tokio::sync::Semaphore>,
+    /// The clinicians' reading service, on the same pool and store.
+    pub review: review::State,
 }
 
 impl AppState {
@@ -45,12 +47,14 @@ impl AppState {
             .decode_concurrency
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
             .max(1);
+        let review = review::State { db: db.clone(), store: store.clone(), config: Arc::new(config.review.clone()) };
         Ok(AppState {
             db,
             store,
             config: Arc::new(config),
             metrics: Arc::new(metrics::Metrics::new()),
             decode_slots: Arc::new(tokio::sync::Semaphore::new(slots)),
+            review,
         })
     }
 }
@@ -59,18 +63,37 @@ async fn not_found() -> error::ApiError {
     error::ApiError::NotFound("route")
 }
 
+/// Every route of the phone API: (method, path, handler).
+fn table() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
+    vec![
+        (Method::POST, "/v1/studies", post(api::create_study)),
+        (Method::GET, "/v1/studies/{id}", get(api::get_study)),
+        (Method::POST, "/v1/studies/{id}/images", post(api::upload_image)),
+        (Method::GET, "/v1/images/{id}", get(api::get_image)),
+        (Method::GET, "/healthz", get(ops::healthz)),
+        (Method::GET, "/readyz", get(ops::readyz)),
+        (Method::GET, "/metrics", get(ops::metrics)),
+        (Method::GET, "/openapi.json", get(ops::openapi)),
+    ]
+}
+
+/// (method, path) of every route `router` serves, the review service's included.
+pub fn routes() -> Vec<(Method, &'static str)> {
+    let mut all: Vec<_> = table().into_iter().map(|(m, p, _)| (m, p)).collect();
+    all.extend(review::routes());
+    all
+}
+
 pub fn router(state: AppState) -> Router {
     let timeout = Duration::from_secs(state.config.request_timeout_secs);
-    Router::new()
-        .route("/v1/studies", post(api::create_study))
-        .route("/v1/studies/{id}/images", post(api::upload_image))
-        .route("/v1/images/{id}", get(api::get_image))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .route("/openapi.json", get(ops::openapi))
+    let review = review::router(state.review.clone());
+    table()
+        .into_iter()
+        .fold(Router::new(), |r, (_, path, handler)| r.route(path, handler))
+        .with_state(state)
+        .merge(review)
         .fallback(not_found)
-        // Study JSON is small; image bodies stream through their own limit.
+        // Study JSON and review forms are small; image bodies stream through their own limit.
         .layer(DefaultBodyLimit::max(64 * 1024))
         .layer(
             tower::ServiceBuilder::new()
@@ -84,7 +107,6 @@ pub fn router(state: AppState) -> Router {
                 .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
                 .layer(PropagateRequestIdLayer::x_request_id()),
         )
-        .with_state(state)
 }
 
 /// Runs migrations (retrying while the database comes up), the periodic
@@ -121,6 +143,8 @@ pub async fn serve(
         });
     }
     tracing::info!(addr = %listener.local_addr()?, store = %state.store.describe, "fundus serve listening");
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await?;
+    // The peer address throttles log-ins and goes into the audit trail.
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown).await?;
     Ok(())
 }

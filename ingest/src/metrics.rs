@@ -1,4 +1,5 @@
-//! Prometheus metrics of the upload API, one registry per server instance.
+//! Prometheus metrics of the upload API and the review queue, one registry
+//! per server instance.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -18,11 +19,15 @@ pub struct Metrics {
     pub upload_bytes: Counter,
     pub upload_seconds: Histogram,
     pub validate_seconds: Histogram,
+    /// The review queue's gauges, refreshed at each scrape.
+    pub review: review::metrics::Metrics,
 }
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("fundus_ingest");
+        let mut root = Registry::default();
+        let review = review::metrics::Metrics::register(root.sub_registry_with_prefix("fundus_review"));
+        let registry = root.sub_registry_with_prefix("fundus_ingest");
         let uploads = Family::<Outcome, Counter>::default();
         let upload_bytes = Counter::default();
         let upload_seconds = Histogram::new(exponential_buckets(0.005, 2.0, 14));
@@ -31,7 +36,7 @@ impl Metrics {
         registry.register("upload_bytes", "Bytes of accepted images", upload_bytes.clone());
         registry.register("upload_seconds", "Time to handle an image upload", upload_seconds.clone());
         registry.register("validate_seconds", "Time to validate and decode an upload", validate_seconds.clone());
-        Metrics { registry, uploads, upload_bytes, upload_seconds, validate_seconds }
+        Metrics { registry: root, uploads, upload_bytes, upload_seconds, validate_seconds, review }
     }
 
     pub fn count(&self, outcome: &str) {

@@ -21,13 +21,18 @@ pub async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
 }
 
 pub async fn metrics(State(s): State<AppState>) -> impl IntoResponse {
+    // The review gauges come from the database; a scrape during an outage
+    // still answers, with the last figures.
+    if let Err(e) = s.metrics.review.refresh(&s.db).await {
+        tracing::warn!(error = %e, "refreshing the review gauges");
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render())
 }
 
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Fundus upload API", description = "The phone app's contract with Fundus. Errors are {\"code\", \"message\"}; codes are listed in docs/errors.md."),
-    paths(crate::api::create_study, crate::api::upload_image, crate::api::get_image),
+    paths(crate::api::create_study, crate::api::get_study, crate::api::upload_image, crate::api::get_image),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;

@@ -5,7 +5,7 @@
 
 use std::time::{Duration, SystemTime};
 
-use crate::store::Store;
+use store::Store;
 
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct SweepReport {

@@ -3,7 +3,9 @@
 //! test, and the real upload API served on a free loopback port. A test that
 //! cannot find the stack fails and says how to start it; none skips.
 
+pub mod browser;
 pub mod fixtures;
+pub mod reading;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -172,6 +174,7 @@ impl Harness {
             request_timeout_secs: 60,
             sweep_interval_secs: 0,
             sweep_min_age_secs: 3600,
+            review: review::Config::default(),
         };
         tweak(&mut config);
         let state = ingest::AppState::new(config.clone()).expect("server state");

@@ -23,7 +23,7 @@ async fn version(h: &Harness) -> Uuid {
 }
 
 fn outcome(v: Uuid) -> Outcome<'static> {
-    Outcome { model_version_id: v, glaucoma: 0.9, gradable: 0.9, label: "referable", heatmap_key: None, review: Some("referable") }
+    Outcome { model_version_id: v, glaucoma: 0.9, gradable: 0.9, label: "referable", heatmap_key: None, review: Some("referable"), qa_rate: 0.1, qa_sampled: false }
 }
 
 async fn expire(h: &Harness, job: &Claimed) {

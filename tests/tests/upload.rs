@@ -287,7 +287,7 @@ async fn the_sweep_removes_only_unreferenced_objects() {
     let study = h.study(&token).await;
     let (status, _) = h.send(h.upload(&token, study, fixtures::jpeg(1024, 768, 15), "image/jpeg")).await;
     assert_eq!(status, StatusCode::CREATED);
-    let orphan = ingest::store::raw_key(&"ab".repeat(32), "jpg");
+    let orphan = store::raw_key(&"ab".repeat(32), "jpg");
     h.store.put_if_absent(&orphan, bytes::Bytes::from_static(b"orphan")).await.expect("put");
     assert_eq!(h.objects().await.len(), 2);
 

@@ -1,7 +1,11 @@
-//! The object store behind a small wrapper: S3 (MinIO, Garage, AWS) or a local
-//! folder, chosen by URL, with content-addressed keys and short retries so an
-//! outage turns into a quick 503 rather than a hung upload.
+//! The object store behind a small wrapper, shared by the upload API, the
+//! worker and the review service: S3 (MinIO, Garage, AWS) or a local folder,
+//! chosen by URL, with content-addressed keys and short retries so an outage
+//! turns into a quick 503 rather than a hung request. Knows no HTTP routes and
+//! no SQL.
 
+use std::fmt;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -13,7 +17,45 @@ use object_store::path::Path;
 use object_store::prefix::PrefixStore;
 use object_store::{ClientOptions, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
 
-use crate::config::StoreArgs;
+/// A string that `Debug` and `Display` never reveal.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+impl FromStr for Secret {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Secret(s.to_owned()))
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreArgs {
+    /// Where photos go: `s3://bucket[/prefix]` (with --s3-endpoint for MinIO or
+    /// Garage) or a local folder, `file:///path` or a plain path.
+    #[arg(long = "store-url", env = "FUNDUS_STORE_URL", default_value = "fundus-data/blobs")]
+    pub store_url: String,
+    /// S3 endpoint (path-style addressing); empty for AWS itself.
+    #[arg(long = "s3-endpoint", env = "FUNDUS_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    #[arg(long = "s3-region", env = "FUNDUS_S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+    #[arg(long = "s3-access-key", env = "FUNDUS_S3_ACCESS_KEY")]
+    pub s3_access_key: Option<Secret>,
+    #[arg(long = "s3-secret-key", env = "FUNDUS_S3_SECRET_KEY")]
+    pub s3_secret_key: Option<Secret>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -139,5 +181,16 @@ impl Store {
     /// Reachability check for /readyz: a HEAD on a key that need not exist.
     pub async fn ping(&self) -> bool {
         self.exists("readyz-probe").await.is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s: Secret = "hunter2".parse().expect("infallible");
+        assert!(!format!("{s:?}").contains("hunter2"));
     }
 }

@@ -1,0 +1,1 @@
+UPDATE images SET status = 'reviewed' WHERE id = $1

@@ -1,0 +1,1 @@
+SELECT coalesce(array_agg(id), '{}') AS "ids!" FROM sites
