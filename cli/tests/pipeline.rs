@@ -11,17 +11,7 @@ use tests::{Harness, Stack, fixtures, run_ok, start_worker};
 use uuid::Uuid;
 
 fn fundus(h: &Harness, args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_fundus"));
-    let st = &h.config.store;
-    c.args(args)
-        .env("FUNDUS_DATABASE_URL", h.config.db.database_url.expose())
-        .env("FUNDUS_STORE_URL", &st.store_url)
-        .env("FUNDUS_S3_ENDPOINT", st.s3_endpoint.as_deref().unwrap_or(""))
-        .env("FUNDUS_S3_REGION", &st.s3_region)
-        .env("FUNDUS_S3_ACCESS_KEY", st.s3_access_key.as_ref().map(|s| s.expose()).unwrap_or(""))
-        .env("FUNDUS_S3_SECRET_KEY", st.s3_secret_key.as_ref().map(|s| s.expose()).unwrap_or(""))
-        .env("FUNDUS_LOG", "warn");
-    c
+    h.command(env!("CARGO_BIN_EXE_fundus"), args)
 }
 
 async fn scalar(h: &Harness, sql: &str) -> i64 {

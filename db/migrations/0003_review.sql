@@ -34,9 +34,12 @@ CREATE TABLE sessions (
 );
 CREATE INDEX sessions_user ON sessions (user_id);
 
--- Failed log-ins, for throttling per account and per client address. Rows
+-- Log-in attempts that have not succeeded, for throttling per account and
+-- per client address: written before the password is checked (so parallel
+-- guesses count against each other) and deleted when it was right. Rows
 -- older than the throttle window are deleted as new ones arrive.
 CREATE TABLE login_failures (
+    id        bigserial PRIMARY KEY,
     at        timestamptz NOT NULL DEFAULT now(),
     username  text NOT NULL,
     addr      text NOT NULL

@@ -151,7 +151,8 @@ pub struct StudyImage {
     pub model_label: Option<String>,
     pub item_id: Option<Uuid>,
     pub review_state: Option<String>,
-    pub blinded: Option<bool>,
+    /// An undecided blinded read of this photo is under way.
+    pub blinded: bool,
     pub final_decision: Option<String>,
     pub final_action: Option<String>,
     pub decided_at: Option<DateTime<Utc>>,
@@ -203,8 +204,13 @@ pub async fn decisions(pool: &PgPool, item: Uuid) -> Result<Vec<DecisionRow>> {
 
 /// Takes or renews `user`'s claim; `None` when someone else holds a live one
 /// (or the item is decided). Returns when the claim began.
-pub async fn claim(conn: &mut PgConnection, item: Uuid, user: Uuid, lease_secs: f64) -> Result<Option<DateTime<Utc>>> {
-    Ok(sqlx::query_file_scalar!("queries/review_claim.sql", item, user, lease_secs).fetch_optional(conn).await?)
+pub async fn claim(conn: &mut PgConnection, item: Uuid, user: Uuid, senior: bool, lease_secs: f64) -> Result<Option<DateTime<Utc>>> {
+    Ok(sqlx::query_file_scalar!("queries/review_claim.sql", item, user, lease_secs, senior).fetch_optional(conn).await?)
+}
+
+/// Whether `user` has already read the item.
+pub async fn has_read(conn: &mut PgConnection, item: Uuid, user: Uuid) -> Result<bool> {
+    Ok(sqlx::query_file_scalar!("queries/review_has_read.sql", item, user).fetch_one(conn).await?)
 }
 
 /// Claims the next item of the user's worklist nobody holds.
@@ -276,9 +282,16 @@ pub async fn study_images(pool: &PgPool, study: Uuid) -> Result<Vec<StudyImage>>
     Ok(sqlx::query_file_as!(StudyImage, "queries/study_outcomes.sql", study).fetch_all(pool).await?)
 }
 
-/// The same patient's other studies at the site: (id, captured_at), newest first.
-pub async fn patient_studies(pool: &PgPool, site: Uuid, patient_ref: &str, except: Uuid) -> Result<Vec<(Uuid, DateTime<Utc>)>> {
-    let rows = sqlx::query_file!("queries/patient_studies.sql", site, patient_ref, except).fetch_all(pool).await?;
+/// The same patient's earlier studies at the site (captured no later than
+/// `before`): (id, captured_at), newest first.
+pub async fn patient_studies(
+    pool: &PgPool,
+    site: Uuid,
+    patient_ref: &str,
+    except: Uuid,
+    before: DateTime<Utc>,
+) -> Result<Vec<(Uuid, DateTime<Utc>)>> {
+    let rows = sqlx::query_file!("queries/patient_studies.sql", site, patient_ref, except, before).fetch_all(pool).await?;
     Ok(rows.into_iter().map(|r| (r.id, r.captured_at)).collect())
 }
 

@@ -128,16 +128,19 @@ pub async fn session_end(pool: &PgPool, id_hash: &[u8], actor: &str) -> Result<b
     Ok(user.is_some())
 }
 
-/// Records a failed log-in (and its audit row) in one transaction.
-pub async fn login_failed(pool: &PgPool, username: &str, addr: &str, window_secs: f64, why: &str) -> Result<()> {
-    let mut tx = pool.begin().await?;
-    sqlx::query_file!("queries/login_failure_insert.sql", username, addr, window_secs).execute(&mut *tx).await?;
-    crate::audit(&mut *tx, username, "login.failed", None, serde_json::json!({ "addr": addr, "why": why })).await?;
-    tx.commit().await?;
+/// Records a log-in attempt before its password is checked; returns its id.
+pub async fn login_attempt(pool: &PgPool, username: &str, addr: &str, window_secs: f64) -> Result<i64> {
+    Ok(sqlx::query_file_scalar!("queries/login_failure_insert.sql", username, addr, window_secs).fetch_one(pool).await?)
+}
+
+/// Forgets an attempt that succeeded (or was refused unchecked).
+pub async fn login_attempt_clear(pool: &PgPool, id: i64) -> Result<()> {
+    sqlx::query_file!("queries/login_attempt_delete.sql", id).execute(pool).await?;
     Ok(())
 }
 
-/// Failed log-ins within the window: (for this user name, from this address).
+/// Unsuccessful log-in attempts within the window, this one included:
+/// (for this user name, from this address).
 pub async fn login_failures(pool: &PgPool, username: &str, addr: &str, window_secs: f64) -> Result<(i64, i64)> {
     let r = sqlx::query_file!("queries/login_failures_recent.sql", username, addr, window_secs).fetch_one(pool).await?;
     Ok((r.by_user, r.by_addr))

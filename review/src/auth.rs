@@ -221,8 +221,12 @@ pub async fn log_in(state: &State, username: &str, password: &str, addr: &str) -
     let window = c.login_window_minutes as f64 * 60.0;
     // Names are stored as typed only up to a sane length.
     let username: String = username.trim().chars().take(64).collect();
+    // The attempt is counted before the password is checked, so guesses sent
+    // in parallel cannot all pass the throttle together.
+    let attempt = db::users::login_attempt(&state.db, &username, addr, window).await?;
     let (by_user, by_addr) = db::users::login_failures(&state.db, &username, addr, window).await?;
-    if by_user >= c.login_max_failures || by_addr >= c.login_max_failures_addr {
+    if by_user > c.login_max_failures || by_addr > c.login_max_failures_addr {
+        db::users::login_attempt_clear(&state.db, attempt).await?;
         db::audit(&state.db, &username, "login.throttled", None, serde_json::json!({ "addr": addr })).await?;
         return Err(ReviewError::Throttled);
     }
@@ -233,14 +237,17 @@ pub async fn log_in(state: &State, username: &str, password: &str, addr: &str) -
         .await
         .map_err(|e| ReviewError::Internal(format!("password check: {e}")))?;
     match user {
-        Some(u) if ok && u.disabled_at.is_none() => Ok(u),
+        Some(u) if ok && u.disabled_at.is_none() => {
+            db::users::login_attempt_clear(&state.db, attempt).await?;
+            Ok(u)
+        }
         other => {
             let why = match other {
                 None => "unknown user",
                 Some(u) if u.disabled_at.is_some() => "disabled user",
                 Some(_) => "wrong password",
             };
-            db::users::login_failed(&state.db, &username, addr, window, why).await?;
+            db::audit(&state.db, &username, "login.failed", None, serde_json::json!({ "addr": addr, "why": why })).await?;
             Err(ReviewError::BadLogin)
         }
     }

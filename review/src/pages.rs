@@ -398,6 +398,7 @@ pub async fn item(AxState(s): AxState<State>, PageReader(r): PageReader, Path(id
         match work::claim(&s, &r, id).await {
             Ok(_) => (true, None),
             Err(ReviewError::Claimed) => (false, Some(format!("{} is reading this item.", it.claimed_by_name.clone().unwrap_or_default()))),
+            Err(ReviewError::Forbidden(why)) => (false, Some(format!("Read only: {why}."))),
             Err(e) => return Err(e.into()),
         }
     };

@@ -50,8 +50,16 @@ pub async fn claim(s: &State, r: &Reader, id: Uuid) -> Result<DateTime<Utc>, Rev
         return Err(ReviewError::Forbidden("only a senior grader arbitrates"));
     }
     let mut tx = s.db.begin().await?;
-    let Some(at) = db::review::claim(&mut tx, id, r.user_id, s.config.claim_secs()).await? else {
-        return Err(ReviewError::Claimed);
+    if db::review::has_read(&mut tx, id, r.user_id).await? {
+        return Err(ReviewError::Forbidden("you have already read this photo; another reader must"));
+    }
+    // The statement re-checks all of it, so a state change since the read above cannot slip through.
+    let Some(at) = db::review::claim(&mut tx, id, r.user_id, r.role.is_senior(), s.config.claim_secs()).await? else {
+        return Err(match db::review::item(&s.db, id).await?.map(|i| i.state) {
+            Some(st) if st == "decided" => ReviewError::Decided,
+            Some(st) if st == "arbitration" && !r.role.is_senior() => ReviewError::Forbidden("only a senior grader arbitrates"),
+            _ => ReviewError::Claimed,
+        });
     };
     // A renewal (the viewer's keep-alive) is not a new claim in the trail.
     if item.claimed_by != Some(r.user_id) {
@@ -198,7 +206,7 @@ pub fn study_photos(images: &[db::review::StudyImage]) -> Vec<StudyPhoto> {
     images
         .iter()
         .map(|i| {
-            let blinded = i.blinded == Some(true) && i.review_state.as_deref() != Some("decided");
+            let blinded = i.blinded;
             let model_label = if blinded { None } else { i.model_label.as_deref() };
             let mut outcome = policy::photo_outcome(&i.status, model_label, i.final_decision.as_deref(), i.final_action.as_deref());
             if blinded {
@@ -289,10 +297,11 @@ pub struct ItemView {
 pub async fn view(s: &State, r: &Reader, it: db::review::ItemDetail) -> Result<ItemView, ReviewError> {
     let images = db::review::study_images(&s.db, it.study_id).await?;
     let mut history = Vec::new();
-    for (sid, at) in db::review::patient_studies(&s.db, it.site_id, &it.patient_ref, it.study_id).await? {
+    for (sid, at) in db::review::patient_studies(&s.db, it.site_id, &it.patient_ref, it.study_id, it.captured_at).await? {
         history.push(EarlierStudy { study_id: sid, captured_at: at, photos: study_photos(&db::review::study_images(&s.db, sid).await?) });
     }
-    let show_reads = it.state != "open";
+    // Earlier reads are for the arbitrating senior, and for anyone once decided.
+    let show_reads = it.state == "decided" || (it.state == "arbitration" && r.role.is_senior());
     let reads = if show_reads {
         db::review::decisions(&s.db, it.id)
             .await?

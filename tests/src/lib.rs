@@ -263,6 +263,22 @@ impl Harness {
             .expect("count")
     }
 
+    /// The `fundus` binary at `bin` (`env!("CARGO_BIN_EXE_fundus")` in the
+    /// caller) with this test's database and store in its environment.
+    pub fn command(&self, bin: &str, args: &[&str]) -> Command {
+        let mut c = Command::new(bin);
+        let st = &self.config.store;
+        c.args(args)
+            .env("FUNDUS_DATABASE_URL", self.config.db.database_url.expose())
+            .env("FUNDUS_STORE_URL", &st.store_url)
+            .env("FUNDUS_S3_ENDPOINT", st.s3_endpoint.as_deref().unwrap_or(""))
+            .env("FUNDUS_S3_REGION", &st.s3_region)
+            .env("FUNDUS_S3_ACCESS_KEY", st.s3_access_key.as_ref().map(|s| s.expose()).unwrap_or(""))
+            .env("FUNDUS_S3_SECRET_KEY", st.s3_secret_key.as_ref().map(|s| s.expose()).unwrap_or(""))
+            .env("FUNDUS_LOG", "warn");
+        c
+    }
+
     /// Every object key under this test's store prefix.
     pub async fn objects(&self) -> Vec<String> {
         let old = std::time::SystemTime::now() + Duration::from_secs(3600);

@@ -39,7 +39,8 @@ impl Harness {
     }
 
     /// Uploads `n` photos to one study per pair (left and right eye) at
-    /// `site`, and scores them with the real worker on an untrained model at
+    /// `site`, the k-th study of patient `P-k` (so a second call gives the
+    /// same patients an earlier study), and scores them with the real worker on an untrained model at
     /// `threshold` (0: every photo referable; 1: none). Returns the image ids.
     pub async fn scored(&self, site: &str, n: usize, threshold: f32, qa_rate: f32) -> Vec<Uuid> {
         let token = self.device(site).await;
@@ -47,7 +48,13 @@ impl Harness {
         let mut study = Uuid::nil();
         for i in 0..n {
             if i % 2 == 0 {
-                study = self.study(&token).await;
+                let (status, body) = self
+                    .post_json(Some(&token), "/v1/studies", serde_json::json!({
+                        "patient_ref": format!("P-{}", i / 2), "captured_at": "2026-11-20T10:00:00Z"
+                    }))
+                    .await;
+                assert_eq!(status, StatusCode::CREATED, "{body}");
+                study = body["id"].as_str().expect("study id").parse().expect("uuid");
             }
             let eye = if i % 2 == 0 { "left" } else { "right" };
             let req = self

@@ -243,6 +243,9 @@ async fn a_grader_overruling_the_model_goes_to_a_senior_whose_decision_is_final(
     // The grader cannot arbitrate; the item is not on their list any more.
     let (status, _) = grader.claim(item).await;
     assert_eq!(status, StatusCode::FORBIDDEN);
+    let other = h.sign_in("grader2", &h.reader("grader2", "grader", &["site-a"]).await).await;
+    let (_, view) = other.get(&format!("/v1/review/items/{item}")).await;
+    assert_eq!(view["reads"], json!([]), "reads awaiting arbitration are the senior's to see: {view}");
     let (_, list) = grader.get("/v1/review/items").await;
     assert!(list["items"].as_array().expect("items").iter().all(|i| i["id"] != item.to_string()));
     // The senior sees it to arbitrate, with the grader's read.
@@ -321,12 +324,15 @@ async fn a_second_reading_that_disagrees_goes_to_arbitration() {
     a.claim(item).await;
     let (_, out) = a.decide(item, json!({ "decision": "referable" })).await;
     assert_eq!(out["state"], "open", "a second read is due: {out}");
-    // The first reader cannot read it again; the second does not see the first read.
-    assert_eq!(a.claim(item).await.0, StatusCode::OK, "claiming is allowed");
+    // The first reader cannot hold it again (that would block the second
+    // reader), nor read it again; the second does not see the first read.
+    let (status, body) = a.claim(item).await;
+    assert_eq!((status, body["code"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden")), "{body}");
     let (status, body) = a.decide(item, json!({ "decision": "referable" })).await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
-    a.post(&format!("/v1/review/items/{item}/release"), Value::Null).await;
-    b.claim(item).await;
+    assert_eq!(status, StatusCode::CONFLICT, "not holding it: {body}");
+    let (status, list) = a.get("/v1/review/items").await;
+    assert_eq!((status, list["items"].as_array().map(Vec::len)), (StatusCode::OK, Some(0)), "not on the first reader's list: {list}");
+    assert_eq!(b.claim(item).await.0, StatusCode::OK);
     let (_, view) = b.get(&format!("/v1/review/items/{item}")).await;
     assert_eq!(view["reads"], json!([]), "reads are independent: {view}");
     let (_, out) = b.decide(item, json!({ "decision": "not_referable" })).await;
@@ -389,8 +395,20 @@ async fn sessions_expire_end_at_log_out_and_are_new_at_every_log_in() {
         assert!(cookie.contains(flag), "{flag} missing from {cookie}");
     }
     let c = h.sign_in("nurse", &pw).await;
-    let again = h.sign_in("nurse", &pw).await;
-    assert_ne!(c.cookie, again.cookie, "a new session id at every log-in");
+    // Logging in while carrying a session (one planted, say) ends that one
+    // and starts a new one.
+    let planted = h.sign_in("nurse", &pw).await;
+    let r = planted.request(Method::POST, "/review/login")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("username=nurse&password={}", url::form_urlencoded::byte_serialize(pw.as_bytes()).collect::<String>()))
+        .send()
+        .await
+        .expect("log-in");
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    let fresh = r.headers()["set-cookie"].to_str().expect("cookie").split(';').next().expect("cookie").to_owned();
+    assert_ne!(fresh, planted.cookie, "a new session id at every log-in");
+    assert_eq!(planted.get("/v1/review/session").await.0, StatusCode::UNAUTHORIZED, "the carried session ended");
+    assert_eq!(c.get("/v1/review/session").await.0, StatusCode::OK, "other sessions of the user are untouched");
     // Only the hash of the id is stored.
     let raw = c.cookie.split_once('=').expect("cookie").1.to_owned();
     let (hashed, plain): (i64, i64) = sqlx::query_as(
@@ -504,10 +522,11 @@ async fn failed_log_ins_are_throttled_audited_and_say_nothing_of_the_user() {
 async fn the_worklist_is_in_clinical_order_and_filters_by_site_and_reason() {
     let stack = Stack::shared();
     let h = Harness::start(&stack).await;
-    // Two referable photos at site A, then QA-sampled negatives at A and B.
-    let refer = h.scored("site-a", 2, 0.0, 0.0).await;
-    let qa_a = h.scored("site-a", 2, 1.0, 1.0).await;
+    // QA-sampled negatives at B and A, then two referable photos at A. Site B
+    // is created first, so the database's order of sites is not their names'.
     let qa_b = h.scored("site-b", 2, 1.0, 1.0).await;
+    let qa_a = h.scored("site-a", 2, 1.0, 1.0).await;
+    let refer = h.scored("site-a", 2, 0.0, 0.0).await;
     // Make the QA items older: order is by priority first, age second.
     sqlx::query("UPDATE review_items SET created_at = created_at - interval '1 day' WHERE reason = 'qa_sample'").execute(&h.pool).await.expect("age");
     let admin = h.sign_in("boss", &h.reader("boss", "admin", &[]).await).await;
@@ -524,6 +543,16 @@ async fn the_worklist_is_in_clinical_order_and_filters_by_site_and_reason() {
     let grader = h.sign_in("ga", &h.reader("ga", "grader", &["site-a"]).await).await;
     let (_, list) = grader.get("/v1/review/items?reason=qa_sample").await;
     assert_eq!(list["items"].as_array().map(Vec::len), Some(2), "site B is invisible to a grader of A: {list}");
+    let (_, list) = grader.get("/v1/review/items?site=site-b").await;
+    assert_eq!(list["items"], json!([]), "naming another site shows nothing: {list}");
+    // A grader of both sites filters to each.
+    let both = h.sign_in("gab", &h.reader("gab", "grader", &["site-b", "site-a"]).await).await;
+    for (site, n) in [("site-a", 4), ("site-b", 2)] {
+        let (_, list) = both.get(&format!("/v1/review/items?site={site}")).await;
+        let items = list["items"].as_array().expect("items");
+        assert_eq!(items.len(), n, "{site}: {list}");
+        assert!(items.iter().all(|i| i["site"] == site), "{site}: {list}");
+    }
     let (status, body) = grader.get("/v1/review/items?reason=bogus").await;
     assert_eq!((status, body["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_reason")));
     // The worklist page: counts per reason at the top.
