@@ -126,7 +126,7 @@ async fn review_in(a: &ReviewBenchArgs, url: &str) -> anyhow::Result<()> {
               res AS (INSERT INTO results (image_id, model_version_id, glaucoma_score, gradable_score, label)
                       SELECT img.id, mv.id, random(), 0.9, 'referable' FROM img, mv RETURNING id, image_id)
          INSERT INTO review_items (image_id, result_id, reason, site_id, created_at)
-         SELECT res.image_id, res.id, (ARRAY['referable','ungradable','uncertain','qa_sample'])[1 + (random() * 3.99)::int],
+         SELECT res.image_id, res.id, (ARRAY['referable','ungradable','uncertain','qa_sample'])[1 + floor(random() * 4)::int],
                 '{site_id}', now() - random() * interval '30 days'
          FROM res",
         n = a.items

@@ -212,6 +212,24 @@ async fn batch_screening_registers_waits_reports_and_reruns() {
     assert_eq!(csv.lines().filter(|l| l.contains(",done,")).count(), 8, "{csv}");
     let html = std::fs::read_to_string(report.join("report.html")).expect("report.html");
     assert!(html.contains("Glaucoma scores") && html.contains("AUC"), "labels given: the HTML shows the ROC");
+    assert!(html.contains("sensitivity</text>") && html.contains("1 − specificity"), "the ROC's axes are labelled");
+    assert!(html.contains("id=operating-point"), "the operating point is marked");
+    // Rates per site with their 95% interval, over the 8 scored photos.
+    let referable = scalar(&h, "SELECT count(*) FROM results WHERE label = 'referable'").await as u64;
+    let r = review::stats::wilson(referable, 8);
+    let want = format!(
+        "<td>batch</td><td>8</td><td>{:.1}% ({:.1}–{:.1}%)</td>",
+        100.0 * r.value.expect("rate"),
+        100.0 * r.low.expect("low"),
+        100.0 * r.high.expect("high")
+    );
+    assert!(html.contains(&want), "{want} missing from the per-site table:\n{html}");
+    // Photos sent to review are listed with links into the review UI.
+    let routed: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT image_id FROM review_items").fetch_all(&h.pool).await.expect("items");
+    assert!(!routed.is_empty(), "threshold 0.5 on an untrained net routes some photos");
+    for id in routed {
+        assert!(html.contains(&format!("href='http://127.0.0.1:8080/review/images/{id}'")), "no link to {id}");
+    }
     let summary: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(report.join("summary.json")).expect("summary")).expect("json");
     assert_eq!(summary["scored"], 8);
     assert_eq!(summary["rejected"], 1);

@@ -80,9 +80,12 @@ ALTER TABLE review_items ALTER COLUMN site_id SET NOT NULL;
 ALTER TABLE review_items ADD CONSTRAINT review_items_final_check
     CHECK ((state = 'decided') = (final_decision IS NOT NULL AND decided_at IS NOT NULL));
 DROP INDEX review_items_open;
--- The worklist: a site's undecided items in clinical order.
-CREATE INDEX review_items_worklist ON review_items (site_id, rank, created_at, id) WHERE state <> 'decided';
+-- The worklist: a site's undecided items in clinical order. The state rides
+-- along so that the worklist's counts are an index-only scan.
+CREATE INDEX review_items_worklist ON review_items (site_id, rank, created_at, id) INCLUDE (state) WHERE state <> 'decided';
 CREATE INDEX review_items_worklist_all ON review_items (rank, created_at, id) WHERE state <> 'decided';
+-- Items awaiting a senior: few, and counted on every worklist page.
+CREATE INDEX review_items_arbitration ON review_items (site_id, rank, created_at) WHERE state = 'arbitration';
 CREATE INDEX review_items_image ON review_items (image_id);
 
 -- Every read, append-only: who, in which role, when, what, and whether the

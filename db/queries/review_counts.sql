@@ -1,5 +1,8 @@
--- The worklist's header: undecided items per reason and state, and the oldest.
-SELECT ri.reason, ri.state, count(*) AS "n!", min(ri.created_at) AS "oldest!"
-FROM review_items ri
-WHERE ri.state <> 'decided' AND ri.site_id = ANY($1::uuid[])
-GROUP BY ri.reason, ri.state
+-- The worklist's header: undecided items per reason and state, and the
+-- oldest. Grouped by rank (one to one with the reason) so that the worklist
+-- index answers it alone.
+SELECT CASE rank WHEN 0 THEN 'referable' WHEN 1 THEN 'ungradable' WHEN 2 THEN 'uncertain' ELSE 'qa_sample' END AS "reason!",
+       state, count(*) AS "n!", min(created_at) AS "oldest!"
+FROM review_items
+WHERE state <> 'decided' AND site_id = ANY($1::uuid[])
+GROUP BY rank, state

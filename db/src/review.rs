@@ -10,8 +10,8 @@ use uuid::Uuid;
 
 use crate::{PgPool, Result};
 
-/// A worklist row.
-#[derive(Debug, Clone)]
+/// A worklist row (also the JSON API's list item, as it is).
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct WorkItem {
     pub id: Uuid,
     pub image_id: Uuid,
@@ -21,6 +21,8 @@ pub struct WorkItem {
     pub reason: String,
     pub state: String,
     pub created_at: DateTime<Utc>,
+    /// The reader holding a live claim.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub claimed_by: Option<String>,
 }
 
@@ -190,6 +192,20 @@ pub async fn decided(pool: &PgPool, sites: &[Uuid], reason: Option<&str>, limit:
     Ok(sqlx::query_file_as!(WorkItem, "queries/review_decided.sql", sites, reason, limit).fetch_all(pool).await?)
 }
 
+/// Per reason: undecided items (counted up to `cap`), those awaiting arbitration, the oldest.
+#[derive(Debug, Clone)]
+pub struct PageCount {
+    pub reason: String,
+    pub n: i64,
+    pub arbitration: i64,
+    pub oldest: Option<DateTime<Utc>>,
+}
+
+pub async fn page_counts(pool: &PgPool, sites: &[Uuid], cap: i64) -> Result<Vec<PageCount>> {
+    Ok(sqlx::query_file_as!(PageCount, "queries/review_counts_page.sql", sites, cap).fetch_all(pool).await?)
+}
+
+/// Exact counts per reason and state (for the gauges; a scan of the backlog).
 pub async fn counts(pool: &PgPool, sites: &[Uuid]) -> Result<Vec<Count>> {
     Ok(sqlx::query_file_as!(Count, "queries/review_counts.sql", sites).fetch_all(pool).await?)
 }

@@ -41,6 +41,7 @@ impl AppState {
     /// Connects lazily: a database that is down at start-up makes requests
     /// answer 503 until it is back, rather than stopping the server.
     pub fn new(config: Config) -> anyhow::Result<AppState> {
+        config.review.validate().map_err(anyhow::Error::msg)?;
         let db = config.db.connect()?;
         let store = Store::open(&config.store)?;
         let slots = config

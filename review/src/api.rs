@@ -33,22 +33,8 @@ pub struct ItemsQuery {
 }
 
 #[derive(Serialize)]
-pub struct ItemOut {
-    pub id: Uuid,
-    pub image_id: Uuid,
-    pub study_id: Uuid,
-    pub site: String,
-    pub eye: String,
-    pub reason: String,
-    pub state: String,
-    pub created_at: chrono::DateTime<chrono::Utc>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub claimed_by: Option<String>,
-}
-
-#[derive(Serialize)]
 pub struct ItemsOut {
-    pub items: Vec<ItemOut>,
+    pub items: Vec<db::review::WorkItem>,
 }
 
 /// The sites a listing covers: all the reader's, or the one asked for when
@@ -85,23 +71,7 @@ pub async fn list(s: &State, r: &Reader, q: &ItemsQuery) -> Result<Vec<db::revie
 }
 
 pub async fn items(AxState(s): AxState<State>, r: Reader, Query(q): Query<ItemsQuery>) -> Result<Json<ItemsOut>, ReviewError> {
-    let rows = list(&s, &r, &q).await?;
-    Ok(Json(ItemsOut {
-        items: rows
-            .into_iter()
-            .map(|w| ItemOut {
-                id: w.id,
-                image_id: w.image_id,
-                study_id: w.study_id,
-                site: w.site,
-                eye: w.eye,
-                reason: w.reason,
-                state: w.state,
-                created_at: w.created_at,
-                claimed_by: w.claimed_by,
-            })
-            .collect(),
-    }))
+    Ok(Json(ItemsOut { items: list(&s, &r, &q).await? }))
 }
 
 pub async fn item(AxState(s): AxState<State>, r: Reader, Path(id): Path<String>) -> Result<Json<ItemView>, ReviewError> {

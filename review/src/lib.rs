@@ -71,6 +71,22 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Refuses settings that would make the service unusable or unsafe.
+    pub fn validate(&self) -> Result<(), String> {
+        let checks = [
+            (self.idle_minutes >= 1 && self.idle_minutes <= 24 * 60, "--review-idle-minutes must be 1 to 1440"),
+            (self.session_hours >= 1 && self.session_hours <= 24 * 7, "--review-session-hours must be 1 to 168"),
+            (self.claim_minutes >= 1 && self.claim_minutes <= 8 * 60, "--review-claim-minutes must be 1 to 480"),
+            (self.login_max_failures >= 1, "--login-max-failures must be at least 1"),
+            (self.login_max_failures_addr >= self.login_max_failures, "--login-max-failures-addr must be at least --login-max-failures"),
+            (self.login_window_minutes >= 1 && self.login_window_minutes <= 24 * 60, "--login-window-minutes must be 1 to 1440"),
+        ];
+        match checks.iter().find(|(ok, _)| !ok) {
+            Some((_, msg)) => Err((*msg).to_owned()),
+            None => Ok(()),
+        }
+    }
+
     pub fn policy(&self) -> policy::Policy {
         policy::Policy { second_reading: self.second_reading }
     }
@@ -126,4 +142,25 @@ pub fn router(state: State) -> Router {
         .into_iter()
         .fold(Router::new(), |r, (_, path, handler)| r.route(path, handler))
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_out_of_range_are_refused() {
+        assert!(Config::default().validate().is_ok());
+        let bad = |f: fn(&mut Config)| {
+            let mut c = Config::default();
+            f(&mut c);
+            c.validate().expect_err("refused")
+        };
+        assert!(bad(|c| c.claim_minutes = 0).contains("--review-claim-minutes"));
+        assert!(bad(|c| c.idle_minutes = 0).contains("--review-idle-minutes"));
+        assert!(bad(|c| c.session_hours = 1000).contains("--review-session-hours"));
+        assert!(bad(|c| c.login_max_failures = 0).contains("--login-max-failures"));
+        assert!(bad(|c| c.login_max_failures_addr = 2).contains("--login-max-failures-addr"));
+        assert!(bad(|c| c.login_window_minutes = 0).contains("--login-window-minutes"));
+    }
 }

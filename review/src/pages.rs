@@ -183,6 +183,14 @@ pub async fn logout(AxState(s): AxState<State>, PageReader(r): PageReader, Form(
 // ---------------------------------------------------------------------------
 // Worklist
 
+/// The header counts stop at this: past it the page says "10000+", and the
+/// page costs the same however long the backlog.
+const COUNT_CAP: i64 = 10_000;
+
+fn capped(n: i64) -> String {
+    if n >= COUNT_CAP { format!("{COUNT_CAP}+") } else { n.to_string() }
+}
+
 #[derive(Deserialize)]
 pub struct WorklistQuery {
     pub reason: Option<String>,
@@ -193,10 +201,10 @@ pub struct WorklistQuery {
 pub async fn worklist(AxState(s): AxState<State>, PageReader(r): PageReader, Query(q): Query<WorklistQuery>) -> Result<Response, PageError> {
     let items = list(&s, &r, &ItemsQuery { state: None, reason: q.reason.clone(), site: q.site.clone(), limit: Some(100) }).await?;
     let sites = crate::api::sites_for(&r, q.site.as_deref());
-    let counts = db::review::counts(&s.db, &sites).await?;
-    let count = |reason: &str| counts.iter().filter(|c| c.reason == reason).map(|c| c.n).sum::<i64>();
-    let arbitration: i64 = counts.iter().filter(|c| c.state == "arbitration").map(|c| c.n).sum();
-    let oldest = counts.iter().map(|c| c.oldest).min();
+    let counts = db::review::page_counts(&s.db, &sites, COUNT_CAP).await?;
+    let count = |reason: &str| capped(counts.iter().filter(|c| c.reason == reason).map(|c| c.n).sum());
+    let arbitration = capped(counts.iter().map(|c| c.arbitration).sum());
+    let oldest = counts.iter().filter_map(|c| c.oldest).min();
     let sel_reason = q.reason.as_deref().unwrap_or("");
     let sel_site = q.site.as_deref().unwrap_or("");
     let body = html! {

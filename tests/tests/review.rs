@@ -342,18 +342,20 @@ async fn a_second_reading_that_disagrees_goes_to_arbitration() {
 #[tokio::test]
 async fn the_qa_sample_is_about_its_rate_and_read_blinded() {
     let stack = Stack::shared();
-    let h = Harness::start_with(&stack, |c| c.min_side = 64).await;
+    let h = Harness::start(&stack).await;
     // Threshold 1: the model calls every photo non-referable.
-    let images = h.scored("site-a", 400, 1.0, 0.10).await;
+    let n = 2000;
+    let images = h.scored("site-a", n, 1.0, 0.10).await;
     let sampled = count(&h, "SELECT count(*) FROM review_items WHERE reason = 'qa_sample'").await;
-    // 400 draws at 10%: mean 40, standard deviation 6; four of them either side.
-    assert!((16..=64).contains(&sampled), "{sampled} of 400 sampled");
+    // 2,000 draws at 10%: mean 200, standard deviation 13.4; four of them either side.
+    assert!((146..=254).contains(&sampled), "{sampled} of {n} sampled");
     assert_eq!(count(&h, "SELECT count(*) FROM results WHERE qa_sampled").await, sampled, "the draw is recorded with the result");
-    assert_eq!(count(&h, "SELECT count(*) FROM results WHERE abs(qa_rate - 0.1) < 1e-6").await, 400);
+    assert_eq!(count(&h, "SELECT count(*) FROM results WHERE abs(qa_rate - 0.1) < 1e-6").await, n as i64);
     // The draw is the image id's: the same photos whatever the order.
-    for id in &images {
-        let drawn: bool = sqlx::query_scalar("SELECT qa_sampled FROM results WHERE image_id = $1").bind(id).fetch_one(&h.pool).await.expect("result");
-        assert_eq!(drawn, inference::route::qa_drawn(*id, 0.10));
+    let drawn: Vec<(Uuid, bool)> = sqlx::query_as("SELECT image_id, qa_sampled FROM results").fetch_all(&h.pool).await.expect("results");
+    assert_eq!(drawn.len(), images.len());
+    for (id, d) in drawn {
+        assert_eq!(d, inference::route::qa_drawn(id, 0.10), "{id}");
     }
     let grader = h.sign_in("qa", &h.reader("qa", "grader", &["site-a"]).await).await;
     let (_, list) = grader.get("/v1/review/items?reason=qa_sample").await;
@@ -514,6 +516,18 @@ async fn failed_log_ins_are_throttled_audited_and_say_nothing_of_the_user() {
     // The window passes: the right password works again.
     sqlx::query("UPDATE login_failures SET at = at - interval '16 minutes'").execute(&h.pool).await.expect("age");
     assert_eq!(attempt("target", encoded).await.status(), StatusCode::SEE_OTHER);
+    // Guesses sent all at once do not pass the throttle together.
+    h.reader("target2", "grader", &["site-a"]).await;
+    let guesses: Vec<_> = (0..12).map(|i| tokio::spawn(attempt("target2", format!("guess{i}")))).collect();
+    let mut checked = 0;
+    for g in guesses {
+        match g.await.expect("join").status() {
+            StatusCode::UNAUTHORIZED => checked += 1,
+            StatusCode::TOO_MANY_REQUESTS => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(checked <= 5, "{checked} of 12 parallel guesses had their password checked");
     // No password reaches the audit trail.
     assert_eq!(count(&h, &format!("SELECT count(*) FROM audit_log WHERE detail::text LIKE '%{}%'", &pw[..10])).await, 0);
 }
@@ -559,4 +573,10 @@ async fn the_worklist_is_in_clinical_order_and_filters_by_site_and_reason() {
     let page = grader.request(Method::GET, "/review/").send().await.expect("page").text().await.expect("html");
     assert!(page.contains(r#"id="count-referable">2<"#) && page.contains(r#"id="count-qa_sample">2<"#), "{page}");
     let _ = (refer, qa_a);
+    // The same backlog as Prometheus gauges.
+    let metrics = h.http.get(format!("{}/metrics", h.base)).send().await.expect("metrics").text().await.expect("text");
+    for line in ["fundus_review_backlog{reason=\"referable\"} 2", "fundus_review_backlog{reason=\"qa_sample\"} 4", "fundus_review_backlog{reason=\"ungradable\"} 0"] {
+        assert!(metrics.lines().any(|l| l == line), "{line} missing:\n{metrics}");
+    }
+    assert!(metrics.contains("fundus_review_oldest_age_seconds") && metrics.contains("fundus_ingest_uploads_total"), "{metrics}");
 }
