@@ -104,6 +104,13 @@ async fn a_poison_photo_is_dead_lettered_and_the_others_proceed() {
     let status: String = sqlx::query_scalar("SELECT status FROM images WHERE id = $1").bind(ids[1]).fetch_one(&h.pool).await.expect("status");
     assert_eq!(status, "failed");
     assert_eq!(scalar(&h, "SELECT count(*) FROM results").await, 3);
+    // It does not leave the clinical workflow: a person is asked to look.
+    let (reason, state): (String, String) = sqlx::query_as("SELECT reason, state FROM review_items WHERE image_id = $1")
+        .bind(ids[1])
+        .fetch_one(&h.pool)
+        .await
+        .expect("a review item for the dead-lettered photo");
+    assert_eq!((reason.as_str(), state.as_str()), ("scoring_failed", "open"));
 }
 
 /// A child process killed when dropped, so a failing test leaves no worker behind.

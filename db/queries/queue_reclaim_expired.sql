@@ -1,5 +1,6 @@
 -- Leases that ran out (a worker died or stalled) go back to the queue; a job
--- that has used up its attempts is dead-lettered and its photo marked failed.
+-- that has used up its attempts is dead-lettered, its photo marked failed and
+-- sent to review as 'scoring_failed'.
 WITH expired AS (
     UPDATE jobs SET
         state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END,
@@ -13,5 +14,12 @@ WITH expired AS (
     UPDATE images i SET status = 'failed'
     FROM expired e WHERE i.id = e.image_id AND e.state = 'dead'
     RETURNING i.id
+), to_review AS (
+    -- A dead-lettered photo stays in the clinical workflow.
+    INSERT INTO review_items (image_id, reason, site_id)
+    SELECT f.id, 'scoring_failed', s.site_id
+    FROM failed f JOIN images i ON i.id = f.id JOIN studies s ON s.id = i.study_id
+    WHERE NOT EXISTS (SELECT 1 FROM review_items r WHERE r.image_id = f.id AND r.reason = 'scoring_failed' AND r.state <> 'decided')
+    RETURNING 1
 )
 SELECT (SELECT count(*) FROM expired) AS "requeued!", (SELECT count(*) FROM failed) AS "dead!"

@@ -8,5 +8,6 @@ SELECT r.reason AS "reason!",
             WHERE ri.state = 'arbitration' AND ri.site_id = ANY($1::uuid[]) AND ri.rank = r.rank LIMIT $2) x) AS "arbitration!",
        (SELECT min(ri.created_at) FROM review_items ri
             WHERE ri.state <> 'decided' AND ri.site_id = ANY($1::uuid[]) AND ri.rank = r.rank) AS oldest
-FROM (VALUES (0::smallint, 'referable'), (1::smallint, 'ungradable'), (2::smallint, 'uncertain'), (3::smallint, 'qa_sample'))
+FROM (VALUES (0::smallint, 'referable'), (1::smallint, 'ungradable'), (2::smallint, 'scoring_failed'),
+             (3::smallint, 'uncertain'), (4::smallint, 'qa_sample'))
      AS r(rank, reason)

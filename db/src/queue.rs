@@ -108,6 +108,7 @@ pub async fn finish(pool: &PgPool, job: &Claimed, worker: &str, o: &Outcome<'_>)
     if let Some(reason) = o.review {
         sqlx::query_file!("queries/review_insert.sql", job.image_id, result_id, reason).execute(&mut *tx).await?;
     }
+    sqlx::query_file!("queries/review_drop_failed.sql", job.image_id).execute(&mut *tx).await?;
     let status = if o.review.is_some() { "in_review" } else { "scored" };
     sqlx::query_file!("queries/image_set_status.sql", job.image_id, status).execute(&mut *tx).await?;
     tx.commit().await?;
@@ -129,7 +130,8 @@ pub async fn complete_many(pool: &PgPool, jobs: &[Claimed], worker: &str) -> Res
     Ok(sqlx::query_file_scalar!("queries/job_finish_many.sql", worker, &ids, &attempts).fetch_all(pool).await?)
 }
 
-/// A failed attempt. Returns `Some(true)` when the job was dead-lettered,
+/// A failed attempt. Returns `Some(true)` when the job was dead-lettered (its
+/// photo then goes to review as `scoring_failed`),
 /// `Some(false)` when it will be retried after `backoff_secs`, `None` when this
 /// worker no longer held it.
 pub async fn fail(pool: &PgPool, job: &Claimed, worker: &str, backoff_secs: f64, error: &str) -> Result<Option<bool>> {
@@ -141,6 +143,8 @@ pub async fn fail(pool: &PgPool, job: &Claimed, worker: &str, backoff_secs: f64,
     let dead = r.state == "dead";
     if dead {
         sqlx::query_file!("queries/image_set_status.sql", r.image_id, "failed").execute(&mut *tx).await?;
+        // Failing closed: a photo that cannot be scored is one a person must look at.
+        sqlx::query_file!("queries/review_insert_failed.sql", r.image_id).execute(&mut *tx).await?;
     }
     tx.commit().await?;
     Ok(Some(dead))

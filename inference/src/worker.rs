@@ -386,6 +386,13 @@ async fn score_one(ctx: &Arc<Ctx>, job: &Claimed) -> Result<Option<()>, JobError
             return Err(JobError::Release);
         }
     };
+    // A model that gives NaN or infinity has failed; its output decides nothing.
+    if !(scored.glaucoma.is_finite() && scored.gradable.is_finite()) {
+        return Err(JobError::Failed(format!(
+            "model_error: the model gave a non-finite score (glaucoma {}, gradability {})",
+            scored.glaucoma, scored.gradable
+        )));
+    }
     ctx.metrics.images_scored.inc();
     let mut key = None;
     if let Some(map) = scored.map.clone() {

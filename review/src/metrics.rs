@@ -49,7 +49,7 @@ impl Metrics {
         let sites = db::review::all_site_ids(pool).await?;
         let counts = db::review::counts(pool, &sites).await?;
         self.backlog.clear();
-        for reason in ["referable", "ungradable", "uncertain", "qa_sample"] {
+        for reason in crate::work::REASONS {
             let n: i64 = counts.iter().filter(|c| c.reason == reason).map(|c| c.n).sum();
             self.backlog.get_or_create(&ReasonLabel { reason: reason.into() }).set(n);
         }

@@ -89,6 +89,7 @@ fn reason_label(r: &str) -> &'static str {
         "referable" => "Referable",
         "ungradable" => "Ungradable",
         "uncertain" => "Uncertain",
+        "scoring_failed" => "Scoring failed",
         "qa_sample" => "QA sample",
         _ => "Other",
     }

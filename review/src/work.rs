@@ -12,7 +12,8 @@ use crate::auth::Reader;
 use crate::error::{ReviewError, bad};
 use crate::policy::{self, Next, ReadView};
 
-pub const REASONS: [&str; 4] = ["referable", "ungradable", "uncertain", "qa_sample"];
+/// In clinical order.
+pub const REASONS: [&str; 5] = ["referable", "ungradable", "scoring_failed", "uncertain", "qa_sample"];
 
 /// The states a reader's worklist holds: seniors also arbitrate.
 pub fn worklist_states(r: &Reader) -> Vec<String> {

@@ -91,8 +91,12 @@ async fn expired_leases_go_back_then_dead_letter_on_the_last_attempt() {
     assert!(err.unwrap_or_default().starts_with("lease expired on attempt 2"));
     let status: String = sqlx::query_scalar("SELECT status FROM images WHERE id = $1").bind(ids[0]).fetch_one(&h.pool).await.expect("status");
     assert_eq!(status, "failed");
-    // b, whose lease ran out while it still worked, completes it after all.
+    let failed = "SELECT count(*) FROM review_items WHERE reason = 'scoring_failed' AND state = 'open'";
+    assert_eq!(sqlx::query_scalar::<_, i64>(failed).fetch_one(&h.pool).await.expect("items"), 1, "the dead letter is in the review queue");
+    // b, whose lease ran out while it still worked, completes it after all:
+    // the unread scoring_failed item goes, the photo's result takes its place.
     assert!(queue::finish(&h.pool, &second, "b", &outcome(v2)).await.expect("finish"));
+    assert_eq!(sqlx::query_scalar::<_, i64>(failed).fetch_one(&h.pool).await.expect("items"), 0);
     let status: String = sqlx::query_scalar("SELECT status FROM images WHERE id = $1").bind(ids[0]).fetch_one(&h.pool).await.expect("status");
     assert_eq!(status, "in_review");
     assert_eq!(h.count("results").await, 1);
