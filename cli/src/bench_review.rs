@@ -138,10 +138,21 @@ async fn review_in(a: &ReviewBenchArgs, url: &str) -> anyhow::Result<()> {
     // A grader of the site, signed in as a browser would be.
     let password = review::auth::generate_password();
     db::users::user_create(&pool, "bench-grader", "grader", &review::auth::hash_password(&password)?, &["bench".into()]).await?;
+    let form = http.get(format!("{api}/review/login")).send().await?;
+    let login_cookie = form
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok()?.split(';').next())
+        .find(|p| p.starts_with("fundus_login="))
+        .context("the log-in form's cookie")?
+        .to_owned();
+    let token = login_cookie.split_once('=').map(|(_, v)| v.to_owned()).unwrap_or_default();
     let r = http
         .post(format!("{api}/review/login"))
         .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("username=bench-grader&password={password}"))
+        .header("cookie", &login_cookie)
+        .body(format!("csrf={token}&username=bench-grader&password={password}"))
         .send()
         .await?;
     anyhow::ensure!(r.status() == reqwest::StatusCode::SEE_OTHER, "log-in failed: {}", r.status());

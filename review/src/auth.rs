@@ -112,6 +112,19 @@ pub fn clear_cookie(secure: bool) -> String {
     session_cookie("", 0, secure)
 }
 
+/// The cookie beside the log-in form's token (an hour, the form's path only).
+pub const LOGIN_COOKIE: &str = "fundus_login";
+
+pub fn login_cookie(token: &str, secure: bool) -> String {
+    let secure = if secure { "; Secure" } else { "" };
+    format!("{LOGIN_COOKIE}={token}; Path=/review/login; HttpOnly; SameSite=Strict; Max-Age=3600{secure}")
+}
+
+/// Whether a log-in form's token is the one its cookie carries.
+pub fn login_token_matches(headers: &HeaderMap, token: &str) -> bool {
+    cookie_value(headers, LOGIN_COOKIE).is_some_and(|c| !c.is_empty() && same(c, token))
+}
+
 fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)

@@ -110,31 +110,42 @@ pub async fn to_worklist() -> Redirect {
 // ---------------------------------------------------------------------------
 // Log-in and log-out
 
-fn login_page(status: StatusCode, message: Option<&str>) -> Response {
-    html_response(
+/// The log-in form. Each one carries a fresh token, also set as a cookie
+/// scoped to the form; a log-in is accepted only when the two match, so no
+/// other page can log a browser in to an account of its choosing.
+fn login_page(s: &State, status: StatusCode, message: Option<&str>) -> Response {
+    let token = auth::new_csrf_token();
+    let mut resp = html_response(
         status,
         layout("Log in", None, html! {
             section.login {
                 h1 { "Log in" }
                 @if let Some(m) = message { p.alert #login-error role="alert" { (m) } }
                 form method="post" action="/review/login" {
+                    input type="hidden" name="csrf" value=(token);
                     label { "User name" input #username name="username" autocomplete="username" required autofocus; }
                     label { "Password" input #password name="password" type="password" autocomplete="current-password" required; }
                     button #login type="submit" { "Log in" }
                 }
             }
         }),
-    )
+    );
+    if let Ok(v) = HeaderValue::from_str(&auth::login_cookie(&token, s.config.secure_cookie)) {
+        resp.headers_mut().append(header::SET_COOKIE, v);
+    }
+    resp
 }
 
-pub async fn login_form() -> Response {
-    login_page(StatusCode::OK, None)
+pub async fn login_form(AxState(s): AxState<State>) -> Response {
+    login_page(&s, StatusCode::OK, None)
 }
 
 #[derive(Deserialize)]
 pub struct LoginForm {
     pub username: String,
     pub password: String,
+    #[serde(default)]
+    pub csrf: String,
 }
 
 pub async fn login(AxState(s): AxState<State>, req: axum::extract::Request) -> Result<Response, PageError> {
@@ -142,13 +153,16 @@ pub async fn login(AxState(s): AxState<State>, req: axum::extract::Request) -> R
     let headers = req.headers().clone();
     let Form(f): Form<LoginForm> = match Form::from_request(req, &s).await {
         Ok(f) => f,
-        Err(_) => return Ok(login_page(StatusCode::BAD_REQUEST, Some("Enter a user name and a password."))),
+        Err(_) => return Ok(login_page(&s, StatusCode::BAD_REQUEST, Some("Enter a user name and a password."))),
     };
+    if !auth::login_token_matches(&headers, &f.csrf) {
+        return Ok(login_page(&s, StatusCode::FORBIDDEN, Some("This log-in form has expired; log in again.")));
+    }
     let user = match auth::log_in(&s, &f.username, &f.password, &addr).await {
         Ok(u) => u,
-        Err(ReviewError::BadLogin) => return Ok(login_page(StatusCode::UNAUTHORIZED, Some("Wrong user name or password."))),
+        Err(ReviewError::BadLogin) => return Ok(login_page(&s, StatusCode::UNAUTHORIZED, Some("Wrong user name or password."))),
         Err(ReviewError::Throttled) => {
-            return Ok(login_page(StatusCode::TOO_MANY_REQUESTS, Some("Too many failed log-ins. Wait a few minutes, then try again.")));
+            return Ok(login_page(&s, StatusCode::TOO_MANY_REQUESTS, Some("Too many failed log-ins. Wait a few minutes, then try again.")));
         }
         Err(e) => return Err(e.into()),
     };

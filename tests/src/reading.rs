@@ -107,25 +107,49 @@ impl ReviewClient {
         ReviewClient { base: base.to_owned(), http, cookie: String::new(), csrf: String::new() }
     }
 
-    /// Posts the log-in form; returns the status and the session cookie it set.
-    pub async fn log_in(&self, name: &str, password: &str) -> (StatusCode, String) {
+    /// The log-in form's token, as a browser gets it: (cookie pair, token).
+    pub async fn login_token(&self) -> (String, String) {
+        let r = self.http.get(format!("{}/review/login", self.base)).send().await.expect("log-in form");
+        let pair = r
+            .headers()
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(|v| v.split(';').next())
+            .find(|p| p.starts_with("fundus_login="))
+            .expect("the log-in form sets its cookie")
+            .to_owned();
+        let token = pair.split_once('=').map(|(_, v)| v.to_owned()).unwrap_or_default();
+        (pair, token)
+    }
+
+    /// The log-in POST a browser sends from the form (with this client's
+    /// session cookie too, when it has one).
+    pub async fn login_request(&self, name: &str, password: &str) -> reqwest::RequestBuilder {
+        let (pair, token) = self.login_token().await;
         let body = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("csrf", &token)
             .append_pair("username", name)
             .append_pair("password", password)
             .finish();
-        let r = self
-            .http
+        let cookie = if self.cookie.is_empty() { pair } else { format!("{}; {pair}", self.cookie) };
+        self.http
             .post(format!("{}/review/login", self.base))
             .header("content-type", "application/x-www-form-urlencoded")
+            .header("cookie", cookie)
             .body(body)
-            .send()
-            .await
-            .expect("log-in request");
+    }
+
+    /// Logs in through the form; returns the status and the session cookie it set.
+    pub async fn log_in(&self, name: &str, password: &str) -> (StatusCode, String) {
+        let r = self.login_request(name, password).await.send().await.expect("log-in request");
         let cookie = r
             .headers()
-            .get("set-cookie")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
+            .get_all("set-cookie")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(|v| v.split(';').next())
+            .find(|p| p.starts_with("fundus_session="))
             .unwrap_or("")
             .to_owned();
         (r.status(), cookie)

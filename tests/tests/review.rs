@@ -116,9 +116,15 @@ async fn every_route_answers_every_caller_as_the_matrix_says() {
             url.push_str("?eye=left");
         }
         for (who, want) in EVERYONE.iter().zip(want) {
+            // A name of its own per caller: five failures for one name throttle it.
             let nobody = format!("nobody-{who:?}").to_lowercase();
             let client = clients.get(who).cloned().unwrap_or_else(|| ReviewClient::new(&h.base));
-            let mut req = client.request(method.clone(), &url);
+            let mut req = if path == "/review/login" && method == Method::POST {
+                // A wrong password, from the form as a browser sends it.
+                client.login_request(&nobody, "wrong password").await
+            } else {
+                client.request(method.clone(), &url)
+            };
             if *who == Who::Device {
                 req = req.bearer_auth(&device);
             }
@@ -131,10 +137,9 @@ async fn every_route_answers_every_caller_as_the_matrix_says() {
                     .header("content-type", "image/jpeg")
                     .body(tests::fixtures::jpeg(640, 512, 99 + *want as u64)),
                 ("POST", "/v1/review/items/{id}/decision") => req.json(&json!({ "decision": "maybe" })),
+                ("POST", "/review/login") => req,
                 ("POST", p) if p.starts_with("/review/") => {
                     let fields: &[(&str, &str)] = match p {
-                        // A name of its own per caller: five failures for one name throttle it.
-                        "/review/login" => &[("username", nobody.as_str()), ("password", "wrong password")],
                         "/review/items/{id}/decision" => &[("choice", "maybe")],
                         _ => &[],
                     };
@@ -384,15 +389,27 @@ async fn sessions_expire_end_at_log_out_and_are_new_at_every_log_in() {
     let h = Harness::start_with(&stack, |c| c.review.secure_cookie = true).await;
     let pw = h.reader("nurse", "grader", &["site-a"]).await;
     let anon = ReviewClient::new(&h.base);
-    let r = anon.request(Method::POST, "/review/login")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("username=nurse&password={}", url::form_urlencoded::byte_serialize(pw.as_bytes()).collect::<String>()))
-        .send()
-        .await
-        .expect("log-in");
+    // The log-in form's token must come back with its cookie: without it, or
+    // with another form's, no log-in (so no page elsewhere can log a browser in).
+    let (pair, token) = anon.login_token().await;
+    let (_, other) = anon.login_token().await;
+    let body = |t: &str| format!("csrf={t}&username=nurse&password={}", url::form_urlencoded::byte_serialize(pw.as_bytes()).collect::<String>());
+    for (cookie, field) in [("", token.as_str()), (pair.as_str(), ""), (pair.as_str(), other.as_str())] {
+        let r = anon.http.post(format!("{}/review/login", h.base))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("cookie", cookie)
+            .body(body(field))
+            .send()
+            .await
+            .expect("log-in");
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "cookie {cookie:?}, field {field:?}");
+        assert!(r.headers().get_all("set-cookie").iter().all(|c| !c.to_str().unwrap_or("").starts_with("fundus_session=")));
+    }
+    let r = anon.login_request("nurse", &pw).await.send().await.expect("log-in");
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     assert_eq!(r.headers()["location"], "/review/");
     let cookie = r.headers()["set-cookie"].to_str().expect("cookie").to_owned();
+    assert!(cookie.starts_with("fundus_session="), "{cookie}");
     for flag in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/"] {
         assert!(cookie.contains(flag), "{flag} missing from {cookie}");
     }
@@ -400,12 +417,7 @@ async fn sessions_expire_end_at_log_out_and_are_new_at_every_log_in() {
     // Logging in while carrying a session (one planted, say) ends that one
     // and starts a new one.
     let planted = h.sign_in("nurse", &pw).await;
-    let r = planted.request(Method::POST, "/review/login")
-        .header("content-type", "application/x-www-form-urlencoded")
-        .body(format!("username=nurse&password={}", url::form_urlencoded::byte_serialize(pw.as_bytes()).collect::<String>()))
-        .send()
-        .await
-        .expect("log-in");
+    let r = planted.login_request("nurse", &pw).await.send().await.expect("log-in");
     assert_eq!(r.status(), StatusCode::SEE_OTHER);
     let fresh = r.headers()["set-cookie"].to_str().expect("cookie").split(';').next().expect("cookie").to_owned();
     assert_ne!(fresh, planted.cookie, "a new session id at every log-in");
@@ -489,17 +501,18 @@ async fn failed_log_ins_are_throttled_audited_and_say_nothing_of_the_user() {
     let h = Harness::start(&stack).await;
     let pw = h.reader("target", "grader", &["site-a"]).await;
     let c = ReviewClient::new(&h.base);
-    let body_of = |r: reqwest::Response| async move { (r.status(), r.text().await.expect("text")) };
+    // The page, less the fresh token every log-in form carries.
+    let body_of = |r: reqwest::Response| async move {
+        let status = r.status();
+        let text = r.text().await.expect("text");
+        let field = "name=\"csrf\" value=\"";
+        let start = text.find(field).map(|i| i + field.len()).expect("a token field");
+        let end = start + text[start..].find('"').expect("end of the token");
+        (status, format!("{}{}", &text[..start], &text[end..]))
+    };
     let attempt = |name: &'static str, password: String| {
         let c = c.clone();
-        async move {
-            c.request(Method::POST, "/review/login")
-                .header("content-type", "application/x-www-form-urlencoded")
-                .body(format!("username={name}&password={password}"))
-                .send()
-                .await
-                .expect("log-in")
-        }
+        async move { c.login_request(name, &password).await.send().await.expect("log-in") }
     };
     let unknown = body_of(attempt("nobody-here", "x".into()).await).await;
     let wrong = body_of(attempt("target", "x".into()).await).await;
@@ -509,13 +522,12 @@ async fn failed_log_ins_are_throttled_audited_and_say_nothing_of_the_user() {
         assert_eq!(attempt("target", "guess".into()).await.status(), StatusCode::UNAUTHORIZED);
     }
     // Five failures: now even the right password is refused for a while.
-    let encoded: String = url::form_urlencoded::byte_serialize(pw.as_bytes()).collect();
-    assert_eq!(attempt("target", encoded.clone()).await.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(attempt("target", pw.clone()).await.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(count(&h, "SELECT count(*) FROM audit_log WHERE action = 'login.failed' AND actor = 'target'").await, 5);
     assert!(count(&h, "SELECT count(*) FROM audit_log WHERE action = 'login.throttled'").await >= 1);
     // The window passes: the right password works again.
     sqlx::query("UPDATE login_failures SET at = at - interval '16 minutes'").execute(&h.pool).await.expect("age");
-    assert_eq!(attempt("target", encoded).await.status(), StatusCode::SEE_OTHER);
+    assert_eq!(attempt("target", pw.clone()).await.status(), StatusCode::SEE_OTHER);
     // Guesses sent all at once do not pass the throttle together.
     h.reader("target2", "grader", &["site-a"]).await;
     let guesses: Vec<_> = (0..12).map(|i| tokio::spawn(attempt("target2", format!("guess{i}")))).collect();
