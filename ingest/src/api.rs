@@ -90,8 +90,8 @@ pub struct Outcome {
     pub decided_by_role: Option<String>,
 }
 
-fn outcome_of(i: &db::review::StudyImage) -> Outcome {
-    let o = review::policy::photo_outcome(&i.status, i.model_label.as_deref(), i.final_decision.as_deref(), i.final_action.as_deref());
+/// The phone's view of a photo's outcome: the deciding time and role only when final.
+fn outcome_of(i: &db::review::StudyImage, o: review::policy::PhotoOutcome) -> Outcome {
     let decided = o.result == "final";
     Outcome {
         result: o.result,
@@ -386,7 +386,11 @@ pub async fn get_image(
         return Err(ApiError::Forbidden("the image belongs to another site"));
     }
     let photos = db::review::study_images(&s.db, row.study_id).await?;
-    let outcome = photos.iter().find(|p| p.id == id).map(outcome_of).ok_or(ApiError::NotFound("image"))?;
+    let outcome = photos
+        .iter()
+        .find(|p| p.id == id)
+        .map(|p| outcome_of(p, review::policy::of_image(p)))
+        .ok_or(ApiError::NotFound("image"))?;
     let result = db::images::result_latest(&s.db, id).await?.map(|r| ImageResult {
         glaucoma_score: r.glaucoma_score,
         gradable_score: r.gradable_score,
@@ -429,10 +433,7 @@ pub async fn get_study(
         return Err(ApiError::Forbidden("the study belongs to another site"));
     }
     let photos = db::review::study_images(&s.db, id).await?;
-    let outcomes: Vec<review::policy::PhotoOutcome> = photos
-        .iter()
-        .map(|i| review::policy::photo_outcome(&i.status, i.model_label.as_deref(), i.final_decision.as_deref(), i.final_action.as_deref()))
-        .collect();
+    let outcomes: Vec<review::policy::PhotoOutcome> = photos.iter().map(review::policy::of_image).collect();
     let o = review::policy::study_outcome(&outcomes);
     let latest = photos.iter().filter(|p| p.final_decision.is_some()).max_by_key(|p| p.decided_at);
     Ok(Json(StudyState {
@@ -443,6 +444,10 @@ pub async fn get_study(
         result: o.result,
         decided_at: latest.and_then(|p| p.decided_at),
         decided_by_role: latest.and_then(|p| p.decided_role.clone()),
-        images: photos.iter().map(|p| StudyPhoto { id: p.id, eye: p.eye.clone(), status: p.status.clone(), outcome: outcome_of(p) }).collect(),
+        images: photos
+            .iter()
+            .zip(outcomes)
+            .map(|(p, o)| StudyPhoto { id: p.id, eye: p.eye.clone(), status: p.status.clone(), outcome: outcome_of(p, o) })
+            .collect(),
     }))
 }

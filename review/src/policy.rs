@@ -129,6 +129,11 @@ pub fn photo_outcome(status: &str, model_label: Option<&str>, final_decision: Op
     }
 }
 
+/// A photo's outcome from its row in a study's listing.
+pub fn of_image(i: &db::review::StudyImage) -> PhotoOutcome {
+    photo_outcome(&i.status, i.model_label.as_deref(), i.final_decision.as_deref(), i.final_action.as_deref())
+}
+
 /// What follows for the person from all photos of a study.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StudyOutcome {

@@ -207,12 +207,11 @@ pub fn study_photos(images: &[db::review::StudyImage]) -> Vec<StudyPhoto> {
     images
         .iter()
         .map(|i| {
-            let blinded = i.blinded;
-            let model_label = if blinded { None } else { i.model_label.as_deref() };
-            let mut outcome = policy::photo_outcome(&i.status, model_label, i.final_decision.as_deref(), i.final_action.as_deref());
-            if blinded {
-                outcome = policy::PhotoOutcome { result: "pending", label: None, ungradable_action: None };
-            }
+            let outcome = if i.blinded {
+                policy::PhotoOutcome { result: "pending", label: None, ungradable_action: None }
+            } else {
+                policy::of_image(i)
+            };
             StudyPhoto { image_id: i.id, eye: i.eye.clone(), preview_url: format!("/v1/review/images/{}/preview", i.id), outcome }
         })
         .collect()
