@@ -35,6 +35,9 @@ pub enum Bench {
     /// The review worklist over 100,000 open items against the bare SELECT,
     /// and photo preview latency.
     Review(crate::bench_review::ReviewBenchArgs),
+    /// The Mesos scaling policy against a simulated cluster through a day,
+    /// beside static pools.
+    MesosSim(cluster::sim::SimArgs),
 }
 
 #[derive(clap::Args)]
@@ -78,6 +81,7 @@ pub async fn run(b: Bench) -> anyhow::Result<()> {
         Bench::Latency(a) => crate::bench_score::latency(a).await,
         Bench::Queue(a) => crate::bench_score::queue(a).await,
         Bench::Review(a) => crate::bench_review::review(a).await,
+        Bench::MesosSim(a) => cluster::sim::run(&a),
     }
 }
 

@@ -44,6 +44,8 @@ enum Command {
     Evaluate(train::EvaluateArgs),
     /// Score queued photos: claim jobs, run the model, route to review.
     Worker(score::WorkerArgs),
+    /// Run scoring workers as tasks on a Mesos cluster, as many as the queue wants.
+    Mesos(Box<cluster::Args>),
     /// Screen a backlog (store prefix or CSV manifest) and write a report.
     Batch(score::BatchArgs),
     /// Score a folder of photos with no services; writes a CSV.
@@ -78,6 +80,17 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: finishing requests in flight");
 }
 
+/// A token cancelled on SIGTERM or Ctrl-C.
+fn stop_on_signal() -> tokio_util::sync::CancellationToken {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let s = stop.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        s.cancel();
+    });
+    stop
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -90,15 +103,8 @@ async fn main() -> std::process::ExitCode {
         Command::Synth(s) => admin::synth(s),
         Command::Train(a) => train::train(a).await,
         Command::Evaluate(a) => train::evaluate_cmd(a),
-        Command::Worker(a) => {
-            let stop = tokio_util::sync::CancellationToken::new();
-            let s = stop.clone();
-            tokio::spawn(async move {
-                shutdown_signal().await;
-                s.cancel();
-            });
-            score::worker(a, stop).await
-        }
+        Command::Worker(a) => score::worker(a, stop_on_signal()).await,
+        Command::Mesos(a) => cluster::main(*a, stop_on_signal()).await,
         Command::Batch(a) => score::batch(a).await,
         Command::Score(a) => score::score(a).await,
         Command::Export(a) => score::export(a),

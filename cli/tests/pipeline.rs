@@ -32,15 +32,7 @@ async fn upload(h: &Harness, n: usize, seed: u64) -> Vec<Uuid> {
 }
 
 async fn wait_for(h: &Harness, sql: &str, want: i64, limit: Duration) {
-    let t = Instant::now();
-    loop {
-        let got = scalar(h, sql).await;
-        if got >= want {
-            return;
-        }
-        assert!(t.elapsed() < limit, "{sql}: {got} after {limit:?}, wanted {want}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    h.wait_for_count(sql, want, limit).await
 }
 
 /// Every job done, one result per photo, no result twice.

@@ -5,6 +5,7 @@
 pub mod access;
 pub mod batches;
 pub mod images;
+pub mod mesos;
 pub mod queue;
 pub mod review;
 pub mod users;

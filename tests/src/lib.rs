@@ -5,6 +5,8 @@
 
 pub mod browser;
 pub mod fixtures;
+pub mod mesos;
+pub mod proxy;
 pub mod reading;
 
 use std::collections::HashMap;
@@ -261,6 +263,19 @@ impl Harness {
             .fetch_one(&self.pool)
             .await
             .expect("count")
+    }
+
+    /// Waits until the count `sql` returns reaches `want`; panics after `limit`.
+    pub async fn wait_for_count(&self, sql: &str, want: i64, limit: Duration) {
+        let t = std::time::Instant::now();
+        loop {
+            let got: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned())).fetch_one(&self.pool).await.expect(sql);
+            if got >= want {
+                return;
+            }
+            assert!(t.elapsed() < limit, "{sql}: {got} after {limit:?}, wanted {want}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The `fundus` binary at `bin` (`env!("CARGO_BIN_EXE_fundus")` in the

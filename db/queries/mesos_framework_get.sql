@@ -1,0 +1,1 @@
+SELECT framework_id FROM mesos_frameworks WHERE name = $1

@@ -1,0 +1,679 @@
+//! The v1 scheduler API's calls and events as JSON, the way the master's
+//! protobuf-JSON mapping writes and checks them: snake_case field names, enums as
+//! strings, `bytes` (uuids) base64, ids as `{"value": ...}`. Unknown fields are
+//! ignored on input (the master adds defaults such as `refuse_seconds: 5`), and
+//! unset optional fields are left out on output. Only what a command-task
+//! framework needs is typed; the rest is kept as raw JSON so it round-trips.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+
+/// FrameworkID, AgentID, OfferID, TaskID and ExecutorID are all `{"value": "..."}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Id {
+    pub value: String,
+}
+
+impl Id {
+    pub fn new(v: impl Into<String>) -> Self {
+        Id { value: v.into() }
+    }
+}
+
+impl std::fmt::Display for Id {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.value)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// FrameworkInfo
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Capability {
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+impl Capability {
+    pub const GPU_RESOURCES: &str = "GPU_RESOURCES";
+    pub const MULTI_ROLE: &str = "MULTI_ROLE";
+    pub const TASK_KILLING_STATE: &str = "TASK_KILLING_STATE";
+    pub const PARTITION_AWARE: &str = "PARTITION_AWARE";
+
+    pub fn new(kind: &str) -> Self {
+        Capability { kind: kind.to_owned() }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FrameworkInfo {
+    pub user: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<Id>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub roles: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failover_timeout: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webui_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub capabilities: Vec<Capability>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Labels>,
+}
+
+impl FrameworkInfo {
+    pub fn has_capability(&self, kind: &str) -> bool {
+        self.capabilities.iter().any(|c| c.kind == kind)
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Labels {
+    #[serde(default)]
+    pub labels: Vec<Label>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Label {
+    pub key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+// ---------------------------------------------------------------------------
+// Resources and offers
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Scalar {
+    pub value: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Range {
+    pub begin: u64,
+    pub end: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Ranges {
+    #[serde(default)]
+    pub range: Vec<Range>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AllocationInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Resource {
+    pub name: String,
+    /// SCALAR, RANGES, SET or TEXT.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scalar: Option<Scalar>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ranges: Option<Ranges>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocation_info: Option<AllocationInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reservations: Option<Value>,
+}
+
+impl Resource {
+    /// A scalar resource as a task asks for it. Left without `allocation_info`:
+    /// the master fills in the role of the offer it is taken from.
+    pub fn scalar(name: &str, value: f64) -> Self {
+        Resource {
+            name: name.to_owned(),
+            kind: "SCALAR".into(),
+            scalar: Some(Scalar { value }),
+            ranges: None,
+            set: None,
+            role: None,
+            allocation_info: None,
+            reservations: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Offer {
+    pub id: Id,
+    pub framework_id: Id,
+    pub agent_id: Id,
+    pub hostname: String,
+    #[serde(default)]
+    pub resources: Vec<Resource>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attributes: Vec<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allocation_info: Option<AllocationInfo>,
+}
+
+impl Offer {
+    /// The total of a scalar resource in this offer (0 when absent).
+    pub fn scalar(&self, name: &str) -> f64 {
+        self.resources.iter().filter(|r| r.name == name).filter_map(|r| r.scalar.as_ref()).map(|s| s.value).sum()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Tasks
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Variable {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Environment {
+    #[serde(default)]
+    pub variables: Vec<Variable>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Uri {
+    pub value: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executable: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub extract: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CommandInfo {
+    /// Absent means true: `value` is run by `/bin/sh -c`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shell: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// With `shell: false`, argv (argv[0] included).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub arguments: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub environment: Option<Environment>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub uris: Vec<Uri>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+/// DurationInfo. The master writes int64 as a number and accepts a numeric string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DurationInfo {
+    #[serde(deserialize_with = "int64")]
+    pub nanoseconds: i64,
+}
+
+impl DurationInfo {
+    pub fn from_secs_f64(s: f64) -> Self {
+        DurationInfo { nanoseconds: (s * 1e9).round() as i64 }
+    }
+}
+
+fn int64<'de, D: Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum NumOrText {
+        Num(i64),
+        Text(String),
+    }
+    match NumOrText::deserialize(d)? {
+        NumOrText::Num(n) => Ok(n),
+        NumOrText::Text(t) => t.parse().map_err(serde::de::Error::custom),
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct KillPolicy {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_period: Option<DurationInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskInfo {
+    pub name: String,
+    pub task_id: Id,
+    pub agent_id: Id,
+    pub resources: Vec<Resource>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<CommandInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kill_policy: Option<KillPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<Labels>,
+}
+
+/// TaskState. Anything this client does not know yet decodes as `Unrecognized`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum TaskState {
+    #[serde(rename = "TASK_STAGING")]
+    Staging,
+    #[serde(rename = "TASK_STARTING")]
+    Starting,
+    #[serde(rename = "TASK_RUNNING")]
+    Running,
+    #[serde(rename = "TASK_KILLING")]
+    Killing,
+    #[serde(rename = "TASK_FINISHED")]
+    Finished,
+    #[serde(rename = "TASK_FAILED")]
+    Failed,
+    #[serde(rename = "TASK_KILLED")]
+    Killed,
+    #[serde(rename = "TASK_ERROR")]
+    Error,
+    #[serde(rename = "TASK_LOST")]
+    Lost,
+    #[serde(rename = "TASK_DROPPED")]
+    Dropped,
+    #[serde(rename = "TASK_UNREACHABLE")]
+    Unreachable,
+    #[serde(rename = "TASK_GONE")]
+    Gone,
+    #[serde(rename = "TASK_GONE_BY_OPERATOR")]
+    GoneByOperator,
+    #[serde(rename = "TASK_UNKNOWN")]
+    Unknown,
+    #[serde(other, rename = "TASK_UNRECOGNIZED")]
+    Unrecognized,
+}
+
+impl TaskState {
+    pub const ALL: [TaskState; 15] = [
+        TaskState::Staging,
+        TaskState::Starting,
+        TaskState::Running,
+        TaskState::Killing,
+        TaskState::Finished,
+        TaskState::Failed,
+        TaskState::Killed,
+        TaskState::Error,
+        TaskState::Lost,
+        TaskState::Dropped,
+        TaskState::Unreachable,
+        TaskState::Gone,
+        TaskState::GoneByOperator,
+        TaskState::Unknown,
+        TaskState::Unrecognized,
+    ];
+
+    /// The wire name, e.g. `TASK_RUNNING`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Staging => "TASK_STAGING",
+            TaskState::Starting => "TASK_STARTING",
+            TaskState::Running => "TASK_RUNNING",
+            TaskState::Killing => "TASK_KILLING",
+            TaskState::Finished => "TASK_FINISHED",
+            TaskState::Failed => "TASK_FAILED",
+            TaskState::Killed => "TASK_KILLED",
+            TaskState::Error => "TASK_ERROR",
+            TaskState::Lost => "TASK_LOST",
+            TaskState::Dropped => "TASK_DROPPED",
+            TaskState::Unreachable => "TASK_UNREACHABLE",
+            TaskState::Gone => "TASK_GONE",
+            TaskState::GoneByOperator => "TASK_GONE_BY_OPERATOR",
+            TaskState::Unknown => "TASK_UNKNOWN",
+            TaskState::Unrecognized => "TASK_UNRECOGNIZED",
+        }
+    }
+
+    pub fn parse(s: &str) -> TaskState {
+        TaskState::ALL.into_iter().find(|t| t.as_str() == s).unwrap_or(TaskState::Unrecognized)
+    }
+
+    /// The task is over and will not run again (for a framework that is not
+    /// partition-aware, a lost task is over too).
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            TaskState::Finished
+                | TaskState::Failed
+                | TaskState::Killed
+                | TaskState::Error
+                | TaskState::Lost
+                | TaskState::Dropped
+                | TaskState::Gone
+                | TaskState::GoneByOperator
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TaskStatus {
+    pub task_id: Id,
+    pub state: TaskState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<Id>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor_id: Option<Id>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<f64>,
+    /// Present on reliable updates (from an executor or agent): echo it in
+    /// ACKNOWLEDGE. Master-generated updates have none and are not acknowledged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uuid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub healthy: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container_status: Option<Value>,
+}
+
+// ---------------------------------------------------------------------------
+// Events
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Subscribed {
+    pub framework_id: Id,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_interval_seconds: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub master_info: Option<Value>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Subscribed(Subscribed),
+    /// Note the nesting on the wire: `{"offers": {"offers": [...]}}`.
+    Offers(Vec<Offer>),
+    Rescind { offer_id: Id },
+    Update(TaskStatus),
+    /// An executor or agent ended (`status` is its exit status, when known).
+    Failure { agent_id: Option<Id>, executor_id: Option<Id>, status: Option<i32> },
+    /// `{"error": {"message": ...}}`: the master dropped this framework.
+    Error(String),
+    Heartbeat,
+    /// Any other event type (MESSAGE, INVERSE_OFFERS, UPDATE_OPERATION_STATUS…),
+    /// kept whole.
+    Other { kind: String, body: Value },
+}
+
+#[derive(Deserialize)]
+struct RawEvent {
+    #[serde(rename = "type")]
+    kind: String,
+    subscribed: Option<Subscribed>,
+    offers: Option<RawOffers>,
+    rescind: Option<RawRescind>,
+    update: Option<RawUpdate>,
+    failure: Option<RawFailure>,
+    error: Option<RawError>,
+}
+
+#[derive(Deserialize)]
+struct RawOffers {
+    #[serde(default)]
+    offers: Vec<Offer>,
+}
+#[derive(Deserialize)]
+struct RawRescind {
+    offer_id: Id,
+}
+#[derive(Deserialize)]
+struct RawUpdate {
+    status: TaskStatus,
+}
+#[derive(Deserialize)]
+struct RawFailure {
+    agent_id: Option<Id>,
+    executor_id: Option<Id>,
+    status: Option<i32>,
+}
+#[derive(Deserialize)]
+struct RawError {
+    #[serde(default)]
+    message: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("event is not valid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("{0} event without its `{1}` field")]
+    Missing(String, &'static str),
+}
+
+impl Event {
+    pub fn decode(record: &[u8]) -> Result<Event, DecodeError> {
+        let raw: RawEvent = serde_json::from_slice(record)?;
+        let missing = |field| DecodeError::Missing(raw.kind.clone(), field);
+        Ok(match raw.kind.as_str() {
+            "SUBSCRIBED" => Event::Subscribed(raw.subscribed.ok_or_else(|| missing("subscribed"))?),
+            "OFFERS" => Event::Offers(raw.offers.ok_or_else(|| missing("offers"))?.offers),
+            "RESCIND" => Event::Rescind { offer_id: raw.rescind.ok_or_else(|| missing("rescind"))?.offer_id },
+            "UPDATE" => Event::Update(raw.update.ok_or_else(|| missing("update"))?.status),
+            "FAILURE" => {
+                let f = raw.failure.ok_or_else(|| missing("failure"))?;
+                Event::Failure { agent_id: f.agent_id, executor_id: f.executor_id, status: f.status }
+            }
+            "ERROR" => Event::Error(raw.error.ok_or_else(|| missing("error"))?.message),
+            "HEARTBEAT" => Event::Heartbeat,
+            _ => Event::Other { kind: raw.kind.clone(), body: serde_json::from_slice(record)? },
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Calls
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Filters {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refuse_seconds: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Subscribe {
+    pub framework_info: FrameworkInfo,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppressed_roles: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Launch {
+    pub task_infos: Vec<TaskInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Operation {
+    /// LAUNCH, LAUNCH_GROUP, RESERVE, …
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch: Option<Launch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub launch_group: Option<Value>,
+}
+
+impl Operation {
+    pub fn launch(task_infos: Vec<TaskInfo>) -> Self {
+        Operation { kind: "LAUNCH".into(), launch: Some(Launch { task_infos }), launch_group: None }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Accept {
+    pub offer_ids: Vec<Id>,
+    #[serde(default)]
+    pub operations: Vec<Operation>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<Filters>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decline {
+    pub offer_ids: Vec<Id>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<Filters>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Acknowledge {
+    pub agent_id: Id,
+    pub task_id: Id,
+    pub uuid: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReconcileTask {
+    pub task_id: Id,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<Id>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Reconcile {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tasks: Vec<ReconcileTask>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Kill {
+    pub task_id: Id,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_id: Option<Id>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kill_policy: Option<KillPolicy>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Roles {
+    #[serde(default)]
+    pub roles: Vec<String>,
+}
+
+/// One call. Build it with the constructors; every call but SUBSCRIBE names
+/// the framework.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Call {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub framework_id: Option<Id>,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscribe: Option<Subscribe>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accept: Option<Accept>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decline: Option<Decline>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acknowledge: Option<Acknowledge>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reconcile: Option<Reconcile>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kill: Option<Kill>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revive: Option<Roles>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suppress: Option<Roles>,
+}
+
+impl Call {
+    fn new(framework_id: Option<&Id>, kind: &str) -> Self {
+        Call {
+            framework_id: framework_id.cloned(),
+            kind: kind.to_owned(),
+            subscribe: None,
+            accept: None,
+            decline: None,
+            acknowledge: None,
+            reconcile: None,
+            kill: None,
+            revive: None,
+            suppress: None,
+        }
+    }
+
+    /// SUBSCRIBE. On failover the framework's id goes both at the top level
+    /// and in `framework_info.id` (the master requires the two to match).
+    pub fn subscribe(info: FrameworkInfo, suppressed_roles: Option<Vec<String>>) -> Self {
+        let mut c = Call::new(info.id.as_ref(), "SUBSCRIBE");
+        c.subscribe = Some(Subscribe { framework_info: info, suppressed_roles });
+        c
+    }
+
+    pub fn accept(fw: &Id, offer_ids: Vec<Id>, operations: Vec<Operation>, refuse_seconds: Option<f64>) -> Self {
+        let mut c = Call::new(Some(fw), "ACCEPT");
+        c.accept = Some(Accept { offer_ids, operations, filters: refuse_seconds.map(|s| Filters { refuse_seconds: Some(s) }) });
+        c
+    }
+
+    pub fn decline(fw: &Id, offer_ids: Vec<Id>, refuse_seconds: f64) -> Self {
+        let mut c = Call::new(Some(fw), "DECLINE");
+        c.decline = Some(Decline { offer_ids, filters: Some(Filters { refuse_seconds: Some(refuse_seconds) }) });
+        c
+    }
+
+    /// ACKNOWLEDGE of a reliable update; `None` for an update without a uuid,
+    /// which must not be acknowledged.
+    pub fn acknowledge(fw: &Id, status: &TaskStatus) -> Option<Self> {
+        let uuid = status.uuid.clone()?;
+        let agent_id = status.agent_id.clone()?;
+        let mut c = Call::new(Some(fw), "ACKNOWLEDGE");
+        c.acknowledge = Some(Acknowledge { agent_id, task_id: status.task_id.clone(), uuid });
+        Some(c)
+    }
+
+    /// RECONCILE: explicit for `tasks`, implicit (every task) when empty.
+    pub fn reconcile(fw: &Id, tasks: Vec<ReconcileTask>) -> Self {
+        let mut c = Call::new(Some(fw), "RECONCILE");
+        c.reconcile = Some(Reconcile { tasks });
+        c
+    }
+
+    pub fn kill(fw: &Id, task_id: Id, agent_id: Option<Id>, grace_secs: Option<f64>) -> Self {
+        let mut c = Call::new(Some(fw), "KILL");
+        let kill_policy = grace_secs.map(|s| KillPolicy { grace_period: Some(DurationInfo::from_secs_f64(s)) });
+        c.kill = Some(Kill { task_id, agent_id, kill_policy });
+        c
+    }
+
+    /// REVIVE the given roles (the body is `{"roles": [...]}`; an empty list would revive every role).
+    pub fn revive(fw: &Id, roles: Vec<String>) -> Self {
+        let mut c = Call::new(Some(fw), "REVIVE");
+        c.revive = Some(Roles { roles });
+        c
+    }
+
+    pub fn suppress(fw: &Id, roles: Vec<String>) -> Self {
+        let mut c = Call::new(Some(fw), "SUPPRESS");
+        c.suppress = Some(Roles { roles });
+        c
+    }
+
+    /// TEARDOWN: ends the framework and kills all its tasks.
+    pub fn teardown(fw: &Id) -> Self {
+        Call::new(Some(fw), "TEARDOWN")
+    }
+}
