@@ -108,8 +108,10 @@ pub async fn result_latest(pool: &PgPool, image_id: Uuid) -> Result<Option<Resul
 /// Inserts the image and its scoring job in one transaction and wakes the
 /// workers. Returns `None` when an identical upload (same study and bytes, or
 /// same idempotency key) committed first; the caller then reads that row.
-pub async fn image_insert_and_enqueue(pool: &PgPool, img: &NewImage<'_>) -> Result<Option<Uuid>> {
+pub async fn image_insert_and_enqueue(pool: &PgPool, img: &NewImage<'_>, reservation: Uuid) -> Result<Option<Uuid>> {
     let mut tx = pool.begin().await?;
+    // The row (ours or a concurrent retry's) now holds the object: the reservation is done.
+    sqlx::query_file!("queries/object_release.sql", reservation).execute(&mut *tx).await?;
     let id = sqlx::query_file_scalar!(
         "queries/image_insert.sql",
         img.study_id,
@@ -126,6 +128,7 @@ pub async fn image_insert_and_enqueue(pool: &PgPool, img: &NewImage<'_>) -> Resu
     .fetch_optional(&mut *tx)
     .await?;
     let Some(id) = id else {
+        tx.commit().await?;
         return Ok(None);
     };
     sqlx::query_file_scalar!("queries/job_enqueue.sql", id, img.priority)
@@ -139,9 +142,41 @@ pub async fn image_insert_and_enqueue(pool: &PgPool, img: &NewImage<'_>) -> Resu
     Ok(Some(id))
 }
 
-/// Whether any image row still points at this object (the orphan sweep asks).
-pub async fn object_key_in_use(pool: &PgPool, key: &str) -> Result<bool> {
-    Ok(sqlx::query_file_scalar!("queries/object_key_in_use.sql", key)
-        .fetch_one(pool)
-        .await?)
+/// How long a reservation holds an object key: far longer than any upload.
+pub const RESERVATION_SECS: f64 = 3600.0;
+
+/// Reserves `key` for an upload for `secs` seconds, waiting while a sweep
+/// holds it. Taken before the upload looks at the store; released by
+/// [`image_insert_and_enqueue`] when the image commits.
+pub async fn reserve_object(pool: &PgPool, key: &str, secs: f64) -> Result<Uuid> {
+    Ok(sqlx::query_file_scalar!("queries/object_reserve.sql", key, secs).fetch_one(pool).await?)
+}
+
+/// The orphan sweep's hold on one object key: a transaction with the key's
+/// exclusive lock, so no upload can reserve it until [`SweepLock::release`].
+pub struct SweepLock {
+    tx: sqlx::Transaction<'static, sqlx::Postgres>,
+}
+
+impl SweepLock {
+    pub async fn take(pool: &PgPool, key: &str) -> Result<SweepLock> {
+        let mut tx = pool.begin().await?;
+        sqlx::query_file!("queries/object_sweep_lock.sql", key).fetch_one(&mut *tx).await?;
+        Ok(SweepLock { tx })
+    }
+
+    /// An image row points at the object, or an upload has it reserved.
+    pub async fn claimed(&mut self, key: &str) -> Result<bool> {
+        Ok(sqlx::query_file_scalar!("queries/object_claimed.sql", key).fetch_one(&mut *self.tx).await?)
+    }
+
+    pub async fn release(self) -> Result<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Drops reservations that have expired (their uploads are long over).
+pub async fn expire_reservations(pool: &PgPool) -> Result<u64> {
+    Ok(sqlx::query_file!("queries/object_reservations_expire.sql").execute(pool).await?.rows_affected())
 }

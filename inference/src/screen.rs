@@ -210,6 +210,8 @@ async fn register_one(
     .map_err(|e| e.to_string())?
     .map_err(|r| format!("{}: {r}", r.code()))?;
     let key = raw_key(&hex::encode(digest), inspection.format.extension());
+    // Reserved before the store is looked at, so the orphan sweep cannot take the object away.
+    let reservation = db::images::reserve_object(pool, &key, db::images::RESERVATION_SECS).await.map_err(|e| e.to_string())?;
     store.put_if_absent(&key, bytes.clone()).await.map_err(|e| e.to_string())?;
     let new = db::NewImage {
         study_id,
@@ -224,7 +226,7 @@ async fn register_one(
         idempotency_key: None,
         priority: BATCH_PRIORITY,
     };
-    let id = match db::images::image_insert_and_enqueue(pool, &new).await.map_err(|e| e.to_string())? {
+    let id = match db::images::image_insert_and_enqueue(pool, &new, reservation).await.map_err(|e| e.to_string())? {
         Some(id) => id,
         None => db::images::image_by_sha256(pool, study_id, &digest).await.map_err(|e| e.to_string())?.ok_or("image vanished")?.id,
     };

@@ -317,7 +317,10 @@ async fn upload(
     let key = raw_key(&hex, inspection.format.extension());
     let quality = serde_json::to_value(&inspection.quality).map_err(|e| ApiError::Internal(e.to_string()))?;
     let size = bytes.len() as i64;
-    let created_object = s.store.put_if_absent(&key, bytes).await?;
+    // Reserve the key before looking at the store: from here until the image
+    // commits, the orphan sweep leaves the object alone.
+    let reservation = db::images::reserve_object(&s.db, &key, db::images::RESERVATION_SECS).await?;
+    s.store.put_if_absent(&key, bytes).await?;
 
     let new = db::NewImage {
         study_id,
@@ -332,19 +335,10 @@ async fn upload(
         idempotency_key: idem,
         priority: PHONE_PRIORITY,
     };
-    let inserted = match db::images::image_insert_and_enqueue(&s.db, &new).await {
-        Ok(id) => id,
-        Err(e) => {
-            // Nothing references the object we just wrote: take it back now
-            // (the sweep would otherwise reclaim it later).
-            if created_object {
-                if let Err(de) = s.store.delete(&key).await {
-                    tracing::warn!(%key, error = %de, "could not remove the object of a failed upload; the sweep will");
-                }
-            }
-            return Err(e.into());
-        }
-    };
+    // On failure the object stays: it may be the very object a concurrent
+    // upload of the same bytes has just committed under its own row. Only the
+    // sweep removes objects, once nothing references or reserves them.
+    let inserted = db::images::image_insert_and_enqueue(&s.db, &new, reservation).await?;
     match inserted {
         Some(id) => {
             tracing::Span::current().record("image_id", tracing::field::display(id));

@@ -1,7 +1,10 @@
 //! Reclaims objects no image row points at: left by an upload whose database
-//! commit failed and whose immediate clean-up failed too (or a crash between
-//! the two). Only objects older than a grace period are considered, so an
-//! upload in flight is never touched.
+//! commit failed (the request path never deletes: the object may be shared
+//! with a concurrent upload of the same bytes) or by a crash. Only objects
+//! older than a grace period are considered, and each is checked and deleted
+//! under the key's lock, which an upload needs to reserve the key before it
+//! looks at the store: so no upload can find the object between the check
+//! and the delete and then commit a row pointing at nothing.
 
 use std::time::{Duration, SystemTime};
 
@@ -17,12 +20,15 @@ pub async fn sweep(db: &db::PgPool, store: &Store, min_age: Duration) -> anyhow:
     let before = SystemTime::now() - min_age;
     let keys = store.list_older("raw", before).await?;
     let mut report = SweepReport { examined: keys.len(), removed: 0 };
+    db::images::expire_reservations(db).await?;
     for key in keys {
-        if !db::images::object_key_in_use(db, &key).await? {
-            store.delete(&key).await?;
+        let mut lock = db::images::SweepLock::take(db, &key).await?;
+        if !lock.claimed(&key).await? {
+            store.delete(&key).await?; // still holding the key
             tracing::info!(%key, "removed orphan object");
             report.removed += 1;
         }
+        lock.release().await?;
     }
     Ok(report)
 }

@@ -2,6 +2,7 @@
 //! format, idempotent retries, every class of bad input, and authorisation.
 
 use reqwest::StatusCode;
+use sha2::Digest as _;
 use serde_json::json;
 use tests::{Harness, Stack, fixtures};
 
@@ -259,7 +260,7 @@ async fn tokens_and_sites_are_enforced() {
 }
 
 #[tokio::test]
-async fn a_failed_commit_leaves_no_object() {
+async fn a_failed_commit_leaves_no_row_and_the_sweep_reclaims_its_object() {
     let stack = Stack::shared();
     let h = Harness::start(&stack).await;
     let token = h.device("clinic-a").await;
@@ -276,6 +277,15 @@ async fn a_failed_commit_leaves_no_object() {
     .expect("trigger");
     let (status, body) = h.send(h.upload(&token, study, fixtures::jpeg(1024, 768, 14), "image/jpeg")).await;
     assert_eq!((status, body["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("database_unavailable")), "{body}");
+    assert_eq!((h.count("images").await, h.count("jobs").await), (0, 0), "no row may be left behind");
+    // The object stays (the request path never deletes: another upload may share it),
+    // reserved, until the reservation expires and the sweep finds nothing holds it.
+    assert_eq!(h.objects().await.len(), 1);
+    let r = ingest::sweep::sweep(&h.pool, &h.store, std::time::Duration::ZERO).await.expect("sweep");
+    assert_eq!(r.removed, 0, "still reserved");
+    sqlx::query("UPDATE object_reservations SET expires_at = now()").execute(&h.pool).await.expect("expire");
+    let r = ingest::sweep::sweep(&h.pool, &h.store, std::time::Duration::ZERO).await.expect("sweep");
+    assert_eq!(r.removed, 1);
     assert_nothing_stored(&h).await;
 }
 
@@ -374,4 +384,96 @@ async fn an_accepted_upload_notifies_the_workers() {
         .expect("a notification within 10 s")
         .expect("notification");
     assert_eq!(note.payload(), body["id"].as_str().expect("id"));
+}
+
+/// A failed commit must not take away an object that a concurrent upload of
+/// the same bytes, into another study, found and committed under its row.
+#[tokio::test]
+async fn a_failed_commit_leaves_the_object_a_concurrent_upload_committed_under() {
+    let stack = Stack::shared();
+    let h = Harness::start(&stack).await;
+    let token = h.device("clinic-a").await;
+    let (study_a, study_b) = (h.study(&token).await, h.study(&token).await);
+    // Study A's image insert fails, after a pause long enough for B's upload to run.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "CREATE FUNCTION fail_a() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN \
+           IF NEW.study_id = '{study_a}' THEN PERFORM pg_sleep(3); RAISE EXCEPTION 'injected commit failure'; END IF; \
+           RETURN NEW; END $$; \
+         CREATE TRIGGER fail_a BEFORE INSERT ON images FOR EACH ROW EXECUTE FUNCTION fail_a();"
+    )))
+    .execute(&h.pool)
+    .await
+    .expect("trigger");
+    let bytes = fixtures::jpeg(1024, 768, 99);
+    let a = {
+        let req = h.upload(&token, study_a, bytes.clone(), "image/jpeg");
+        tokio::spawn(async move { req.send().await.map(|r| r.status()) })
+    };
+    // A has written the object and is stuck in its commit; B finds the object and commits.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let (status_b, body_b) = h.send(h.upload(&token, study_b, bytes.clone(), "image/jpeg")).await;
+    assert_eq!(status_b, StatusCode::CREATED, "{body_b}");
+    let status_a = a.await.expect("join").expect("A answered");
+    assert!(status_a.is_server_error(), "A's commit failed: {status_a}");
+    // B's photo is still there.
+    let key: String = sqlx::query_scalar("SELECT object_key FROM images WHERE study_id = $1")
+        .bind(study_b)
+        .fetch_one(&h.pool)
+        .await
+        .expect("B's row");
+    let stored = h.store.get(&key).await.expect("B's object must still exist");
+    assert_eq!(stored.as_ref(), bytes.as_slice());
+}
+
+/// The sweep checks and deletes an object under the key's lock; an upload of
+/// the same bytes arriving in between waits for it and writes the object anew,
+/// instead of finding the doomed object, skipping its PUT and committing a
+/// row that points at nothing.
+#[tokio::test]
+async fn an_upload_racing_the_sweep_for_an_old_orphan_keeps_its_photo() {
+    let stack = Stack::shared();
+    let h = Harness::start(&stack).await;
+    let token = h.device("clinic-a").await;
+    let study = h.study(&token).await;
+    let bytes = fixtures::jpeg(1024, 768, 77);
+    let key = store::raw_key(&hex::encode(sha2::Sha256::digest(&bytes)), "jpg");
+    // An orphan of the same bytes, as an old failed upload would leave.
+    h.store.put(&key, bytes::Bytes::from(bytes.clone())).await.expect("orphan");
+    // The sweep's step for this key, with the sweep's own calls: locked, found unclaimed.
+    let mut lock = db::images::SweepLock::take(&h.pool, &key).await.expect("lock");
+    assert!(!lock.claimed(&key).await.expect("claimed"), "nothing references the orphan yet");
+    let upload = {
+        let req = h.upload(&token, study, bytes.clone(), "image/jpeg");
+        tokio::spawn(async move { req.send().await.map(|r| r.status()) })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert!(!upload.is_finished(), "the upload must wait for the sweep's hold on the key");
+    h.store.delete(&key).await.expect("the sweep deletes");
+    lock.release().await.expect("release");
+    let status = upload.await.expect("join").expect("answered");
+    assert_eq!(status, StatusCode::CREATED);
+    let stored = h.store.get(&key).await.expect("the photo of a 201 must exist");
+    assert_eq!(stored.as_ref(), bytes.as_slice());
+    // And the real sweep now leaves it alone (referenced), with no reservation left behind.
+    let r = ingest::sweep::sweep(&h.pool, &h.store, std::time::Duration::ZERO).await.expect("sweep");
+    assert_eq!(r.removed, 0);
+    assert_eq!(h.count("object_reservations").await, 0);
+}
+
+/// A reservation left by a failed upload protects its object until it
+/// expires; then the sweep reclaims the orphan.
+#[tokio::test]
+async fn the_sweep_reclaims_a_failed_uploads_object_once_its_reservation_expires() {
+    let stack = Stack::shared();
+    let h = Harness::start(&stack).await;
+    let key = store::raw_key(&"cd".repeat(32), "jpg");
+    h.store.put(&key, bytes::Bytes::from_static(b"left by a failed upload")).await.expect("put");
+    db::images::reserve_object(&h.pool, &key, 3600.0).await.expect("reserve");
+    let r = ingest::sweep::sweep(&h.pool, &h.store, std::time::Duration::ZERO).await.expect("sweep");
+    assert_eq!(r.removed, 0, "reserved: kept");
+    sqlx::query("UPDATE object_reservations SET expires_at = now() - interval '1 second'").execute(&h.pool).await.expect("expire");
+    let r = ingest::sweep::sweep(&h.pool, &h.store, std::time::Duration::ZERO).await.expect("sweep");
+    assert_eq!(r.removed, 1);
+    assert!(h.store.get(&key).await.is_err());
+    assert_eq!(h.count("object_reservations").await, 0);
 }

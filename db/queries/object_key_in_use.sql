@@ -1,1 +1,0 @@
-SELECT EXISTS (SELECT 1 FROM images WHERE object_key = $1) AS "in_use!"

@@ -1,0 +1,1 @@
+DELETE FROM object_reservations WHERE id = $1

@@ -1,0 +1,1 @@
+DELETE FROM object_reservations WHERE expires_at <= now()
