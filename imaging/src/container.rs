@@ -78,11 +78,39 @@ fn be32(b: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
 }
 
+/// Most further images a Multi-Picture file may carry (phones write one or two).
+const MAX_MPF_IMAGES: usize = 8;
+
 /// Walks the JPEG marker structure to its EOI: reads the frame header's
 /// dimensions, detects truncation, and rejects bytes after the end unless they
 /// are padding or the further images of a Multi-Picture (MPF) file, which
-/// phone cameras write for gain maps and depth maps.
+/// phone cameras write for gain maps and depth maps. Those must be complete
+/// JPEGs themselves, walked the same way, with nothing but padding after the
+/// last: an MPF-looking segment does not open a door to an arbitrary payload.
 pub fn jpeg_header(b: &[u8]) -> Result<Header, Reject> {
+    let (dims, end, has_mpf) = jpeg_walk(b)?;
+    let mut rest = &b[end..];
+    if has_mpf {
+        let mut n = 0;
+        while rest.starts_with(&[0xFF, 0xD8, 0xFF]) {
+            n += 1;
+            if n > MAX_MPF_IMAGES {
+                return Err(Reject::TrailingData(format!("more than {MAX_MPF_IMAGES} images follow the first")));
+            }
+            let (_, len, _) = jpeg_walk(rest)
+                .map_err(|e| Reject::TrailingData(format!("image {} of the Multi-Picture file is not a complete JPEG: {e}", n + 1)))?;
+            rest = &rest[len..];
+        }
+    }
+    if !rest.iter().all(|&x| x == 0 || x == 0xFF) {
+        return Err(Reject::TrailingData(format!("{} bytes follow the JPEG end-of-image marker", rest.len())));
+    }
+    Ok(dims)
+}
+
+/// One JPEG's marker walk: its dimensions, the offset just past its EOI, and
+/// whether it carries an MPF segment.
+fn jpeg_walk(b: &[u8]) -> Result<(Header, usize, bool), Reject> {
     let truncated = || Reject::Truncated("JPEG ends before its end-of-image marker".into());
     let mut dims = None;
     let mut has_mpf = false;
@@ -135,12 +163,7 @@ pub fn jpeg_header(b: &[u8]) -> Result<Header, Reject> {
         }
     };
     let dims = dims.ok_or_else(|| Reject::Corrupt("JPEG without a frame header".into()))?;
-    let rest = &b[end..];
-    let padding = rest.iter().all(|&x| x == 0 || x == 0xFF);
-    if !padding && !(has_mpf && rest.starts_with(&[0xFF, 0xD8, 0xFF])) {
-        return Err(Reject::TrailingData(format!("{} bytes follow the JPEG end-of-image marker", rest.len())));
-    }
-    Ok(dims)
+    Ok((dims, end, has_mpf))
 }
 
 fn memchr_ff(b: &[u8]) -> Option<usize> {
@@ -203,6 +226,50 @@ mod tests {
         let mut padded = j;
         padded.extend_from_slice(&[0, 0, 0]);
         assert!(jpeg_header(&padded).is_ok());
+    }
+
+    /// The first image with an APP2 "MPF" segment inserted after SOI.
+    fn with_mpf_segment(j: &[u8]) -> Vec<u8> {
+        let payload = b"MPF\0MM\0\x2a\0\0\0\x08";
+        let mut out = j[..2].to_vec();
+        out.extend_from_slice(&[0xFF, 0xE2]);
+        out.extend_from_slice(&((payload.len() + 2) as u16).to_be_bytes());
+        out.extend_from_slice(payload);
+        out.extend_from_slice(&j[2..]);
+        out
+    }
+
+    #[test]
+    fn a_multi_picture_file_may_carry_only_complete_jpegs_after_the_first() {
+        let j = tiny_jpeg();
+        let first = with_mpf_segment(&j);
+        // A genuine MPF file: further complete images, then padding.
+        let mut mpf = first.clone();
+        mpf.extend_from_slice(&j);
+        mpf.extend_from_slice(&j);
+        mpf.extend_from_slice(&[0, 0]);
+        assert_eq!(jpeg_header(&mpf).expect("valid MPF"), Header { width: 16, height: 8 });
+        // A payload behind the MPF-looking segment, with or without a JPEG start in front.
+        let mut script = first.clone();
+        script.extend_from_slice(b"<script>alert(1)</script>");
+        assert!(matches!(jpeg_header(&script), Err(Reject::TrailingData(_))));
+        let mut disguised = first.clone();
+        disguised.extend_from_slice(&[0xFF, 0xD8, 0xFF, 0xE0]);
+        disguised.extend_from_slice(b"#!/bin/sh\nrm -rf /\n");
+        assert!(matches!(jpeg_header(&disguised), Err(Reject::TrailingData(_))));
+        let mut after = mpf[..mpf.len() - 2].to_vec();
+        after.extend_from_slice(b"PK\x03\x04zip");
+        assert!(matches!(jpeg_header(&after), Err(Reject::TrailingData(_))));
+        // Without the MPF segment, a second image is a trailer like any other.
+        let mut two = j.clone();
+        two.extend_from_slice(&j);
+        assert!(matches!(jpeg_header(&two), Err(Reject::TrailingData(_))));
+        // Bounded: no endless chain of images.
+        let mut many = first;
+        for _ in 0..=MAX_MPF_IMAGES {
+            many.extend_from_slice(&j);
+        }
+        assert!(matches!(jpeg_header(&many), Err(Reject::TrailingData(_))));
     }
 
     #[test]
