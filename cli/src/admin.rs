@@ -11,6 +11,9 @@ use rayon::prelude::*;
 
 #[derive(Subcommand)]
 pub enum Admin {
+    /// Inspect the scoring queue and put dead-lettered jobs back.
+    #[command(subcommand)]
+    Jobs(Jobs),
     /// Create a site (a clinic or screening camp); its devices upload to it.
     SiteCreate {
         #[command(flatten)]
@@ -117,8 +120,67 @@ pub async fn migrate(db: &ingest::DbArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[derive(Subcommand)]
+pub enum Jobs {
+    /// Jobs by state; with --dead, every dead-lettered job and its last error.
+    List {
+        #[command(flatten)]
+        db: ingest::DbArgs,
+        #[arg(long)]
+        dead: bool,
+        #[arg(long, default_value_t = 1000)]
+        limit: i64,
+    },
+    /// Put dead-lettered jobs back in the queue with fresh attempts (after the
+    /// cause is fixed); each is audited. Their `scoring_failed` review items
+    /// go when the photo is scored, unless someone has read them.
+    Retry {
+        #[command(flatten)]
+        db: ingest::DbArgs,
+        /// Job ids (from `jobs list --dead`).
+        #[arg(long = "id", required_unless_present = "all_dead")]
+        ids: Vec<i64>,
+        /// Every dead-lettered job.
+        #[arg(long, conflicts_with = "ids")]
+        all_dead: bool,
+    },
+}
+
+async fn jobs(cmd: Jobs) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match cmd {
+        Jobs::List { db, dead: false, .. } => {
+            let pool = pool(&db).await?;
+            let d = db::queue::depth(&pool).await?;
+            writeln!(out, "queued\trunning\tdead")?;
+            writeln!(out, "{}\t{}\t{}", d.queued, d.running, d.dead)?;
+        }
+        Jobs::List { db, dead: true, limit } => {
+            anyhow::ensure!((1..=1_000_000).contains(&limit), "--limit must be 1 to 1000000");
+            let pool = pool(&db).await?;
+            writeln!(out, "job\timage\tsite\tattempts\tdead_since\tlast_error")?;
+            for j in db::queue::dead(&pool, limit).await? {
+                let err = j.last_error.as_deref().unwrap_or("-").replace(['\t', '\n'], " ");
+                writeln!(out, "{}\t{}\t{}\t{}\t{}\t{err}", j.id, j.image_id, j.site, j.attempts, j.updated_at.to_rfc3339())?;
+            }
+        }
+        Jobs::Retry { db, ids, all_dead } => {
+            let pool = pool(&db).await?;
+            let retried = db::queue::retry_dead(&pool, &ids, all_dead, "admin").await?;
+            for (id, image) in &retried {
+                writeln!(out, "{id}\t{image}")?;
+            }
+            let missing: Vec<String> = ids.iter().filter(|i| !retried.iter().any(|(r, _)| r == *i)).map(i64::to_string).collect();
+            eprintln!("{} job(s) re-queued", retried.len());
+            anyhow::ensure!(missing.is_empty(), "not dead-lettered (or no such job): {}", missing.join(", "));
+        }
+    }
+    Ok(())
+}
+
 pub async fn run(cmd: Admin) -> anyhow::Result<()> {
     match cmd {
+        Admin::Jobs(j) => jobs(j).await?,
         Admin::SiteCreate { db, name } => {
             let pool = pool(&db).await?;
             let id = db::access::site_create(&pool, &name)

@@ -103,6 +103,27 @@ async fn a_poison_photo_is_dead_lettered_and_the_others_proceed() {
         .await
         .expect("a review item for the dead-lettered photo");
     assert_eq!((reason.as_str(), state.as_str()), ("scoring_failed", "open"));
+
+    // The operator finds it, repairs the cause (the photo's own bytes back) and retries it.
+    let listed = run_ok(&mut fundus(&h, &["admin", "jobs", "list", "--dead"]));
+    assert!(listed.contains(&ids[1].to_string()) && listed.contains("digest_mismatch"), "{listed}");
+    let job: i64 = sqlx::query_scalar("SELECT id FROM jobs WHERE image_id = $1").bind(ids[1]).fetch_one(&h.pool).await.expect("job id");
+    h.store.put(&key, bytes::Bytes::from(fixtures::jpeg(800, 600, 201))).await.expect("repair");
+    let out = run_ok(&mut fundus(&h, &["admin", "jobs", "retry", "--id", &job.to_string()]));
+    assert!(out.contains("1 job(s) re-queued"), "{out}");
+    let (state, attempts): (String, i32) =
+        sqlx::query_as("SELECT state, attempts FROM jobs WHERE id = $1").bind(job).fetch_one(&h.pool).await.expect("job");
+    assert_eq!((state.as_str(), attempts), ("queued", 0));
+    assert_eq!(scalar(&h, "SELECT count(*) FROM audit_log WHERE action = 'job.retry'").await, 1);
+    let (worker, _stop) = start_worker(&h, &model, |_| {});
+    let summary = worker.await.expect("join").expect("worker");
+    assert_eq!((summary.done, summary.dead), (1, 0), "{summary:?}");
+    assert_eq!(scalar(&h, "SELECT count(*) FROM results").await, 4);
+    assert_eq!(scalar(&h, "SELECT count(*) FROM review_items WHERE reason = 'scoring_failed'").await, 0, "the item went once scored");
+    // A job that is not dead-lettered is not retried, and says so.
+    let again = fundus(&h, &["admin", "jobs", "retry", "--id", &job.to_string()]).output().expect("run");
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not dead-lettered"), "{}", String::from_utf8_lossy(&again.stderr));
 }
 
 /// A child process killed when dropped, so a failing test leaves no worker behind.

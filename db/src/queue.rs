@@ -185,3 +185,31 @@ pub async fn model_version(
     .fetch_one(pool)
     .await?)
 }
+
+#[derive(Debug, Clone)]
+pub struct DeadJob {
+    pub id: i64,
+    pub image_id: Uuid,
+    pub site: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+    pub updated_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Dead-lettered jobs, oldest first.
+pub async fn dead(pool: &PgPool, limit: i64) -> Result<Vec<DeadJob>> {
+    Ok(sqlx::query_file_as!(DeadJob, "queries/jobs_dead.sql", limit).fetch_all(pool).await?)
+}
+
+/// Re-queues dead jobs (`ids`, or all of them) with fresh attempts, audited,
+/// and wakes the workers. Returns the (job, image) pairs re-queued.
+pub async fn retry_dead(pool: &PgPool, ids: &[i64], all: bool, actor: &str) -> Result<Vec<(i64, Uuid)>> {
+    let mut tx = pool.begin().await?;
+    let rows = sqlx::query_file!("queries/jobs_retry.sql", ids, all).fetch_all(&mut *tx).await?;
+    for r in &rows {
+        crate::audit(&mut *tx, actor, "job.retry", Some(&r.id.to_string()), serde_json::json!({ "image_id": r.image_id })).await?;
+        sqlx::query_file!("queries/notify_jobs.sql", r.image_id.to_string()).execute(&mut *tx).await?;
+    }
+    tx.commit().await?;
+    Ok(rows.into_iter().map(|r| (r.id, r.image_id)).collect())
+}

@@ -16,6 +16,8 @@ pub struct Outcome {
 pub struct Metrics {
     pub registry: Registry,
     pub queue_depth: Gauge,
+    /// Jobs dead-lettered and not retried (each has a `scoring_failed` review item).
+    pub dead_jobs: Gauge,
     pub claim_seconds: Histogram,
     pub batch_size: Histogram,
     pub inference_seconds: Histogram,
@@ -28,6 +30,7 @@ impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("fundus_worker");
         let queue_depth = Gauge::default();
+        let dead_jobs = Gauge::default();
         let claim_seconds = Histogram::new(exponential_buckets(0.0005, 2.0, 14));
         let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 10));
         let inference_seconds = Histogram::new(exponential_buckets(0.001, 2.0, 14));
@@ -35,13 +38,14 @@ impl Default for Metrics {
         let jobs = Family::<Outcome, Counter>::default();
         let job_seconds = Histogram::new(exponential_buckets(0.005, 2.0, 14));
         registry.register("queue_depth", "Jobs queued and ready or waiting to retry", queue_depth.clone());
+        registry.register("dead_jobs", "Jobs dead-lettered and not retried (fundus admin jobs list --dead)", dead_jobs.clone());
         registry.register("claim_seconds", "Time to claim a batch of jobs", claim_seconds.clone());
         registry.register("batch_size", "Photos per model forward pass", batch_size.clone());
         registry.register("inference_seconds", "Time per model forward pass (batch)", inference_seconds.clone());
         registry.register("images_scored", "Photos scored (rate() gives images/s)", images_scored.clone());
         registry.register("jobs", "Jobs ended by outcome", jobs.clone());
         registry.register("job_seconds", "Claim to completion per job", job_seconds.clone());
-        Metrics { registry, queue_depth, claim_seconds, batch_size, inference_seconds, images_scored, jobs, job_seconds }
+        Metrics { registry, queue_depth, dead_jobs, claim_seconds, batch_size, inference_seconds, images_scored, jobs, job_seconds }
     }
 }
 

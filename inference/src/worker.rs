@@ -487,6 +487,7 @@ async fn heartbeat(ctx: Arc<Ctx>, stop: CancellationToken) {
         }
         if let Ok(d) = queue::depth(&ctx.pool).await {
             ctx.metrics.queue_depth.set(d.queued);
+            ctx.metrics.dead_jobs.set(d.dead);
         }
     }
 }
