@@ -150,12 +150,32 @@ pub async fn fail(pool: &PgPool, job: &Claimed, worker: &str, backoff_secs: f64,
     Ok(Some(dead))
 }
 
-/// Gives the job back without counting the attempt; false when not held.
-pub async fn release(pool: &PgPool, job: &Claimed, worker: &str, delay_secs: f64) -> Result<bool> {
-    Ok(sqlx::query_file_scalar!("queries/job_release.sql", job.id, worker, job.attempts, delay_secs)
+/// Give-backs counted against one job (timeouts, a dead model thread) before
+/// it is dead-lettered.
+pub const MAX_GIVE_BACKS: i32 = 10;
+
+/// What became of a job given back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Released {
+    Queued,
+    /// Its give-backs ran out: dead-lettered, its photo sent to review.
+    Dead,
+    /// This worker no longer held it.
+    NotHeld,
+}
+
+/// Gives the job back without counting the attempt. `counted`: the job's own
+/// trouble (a timeout, a dead model thread), which counts towards
+/// [`MAX_GIVE_BACKS`]; a shutdown's give-back does not.
+pub async fn release(pool: &PgPool, job: &Claimed, worker: &str, delay_secs: f64, counted: bool) -> Result<Released> {
+    let state = sqlx::query_file_scalar!("queries/job_release.sql", job.id, worker, job.attempts, delay_secs, counted, MAX_GIVE_BACKS)
         .fetch_optional(pool)
-        .await?
-        .is_some())
+        .await?;
+    Ok(match state.as_deref() {
+        None => Released::NotHeld,
+        Some("dead") => Released::Dead,
+        Some(_) => Released::Queued,
+    })
 }
 
 pub async fn depth(pool: &PgPool) -> Result<Depth> {

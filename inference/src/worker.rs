@@ -290,12 +290,13 @@ pub async fn run(
     }
     let left: Vec<Claimed> = ctx.held.lock().unwrap_or_else(|p| p.into_inner()).drain().map(|(_, j)| j).collect();
     for job in left {
-        match queue::release(&pool, &job, &cfg.id, 0.0).await {
-            Ok(true) => {
+        // A shutdown is not the job's fault: this give-back is not counted.
+        match queue::release(&pool, &job, &cfg.id, 0.0, false).await {
+            Ok(queue::Released::Queued | queue::Released::Dead) => {
                 ctx.note(|s| s.released += 1);
                 ctx.metrics.outcome("released");
             }
-            Ok(false) => ctx.note(|s| s.lost += 1),
+            Ok(queue::Released::NotHeld) => ctx.note(|s| s.lost += 1),
             Err(e) => tracing::warn!(job = job.id, error = %e, "could not release; its lease will expire"),
         }
     }
@@ -324,7 +325,12 @@ async fn handle(ctx: &Arc<Ctx>, job: Claimed) {
                 })
             }
             // Ready again in a few seconds: an outage or a swap is likely still on.
-            Err(JobError::Release) => queue::release(&ctx.pool, &job, worker, 5.0).await.map(|held| if held { "released" } else { "lost" }),
+            // Counted: a photo given back again and again is dead-lettered.
+            Err(JobError::Release) => queue::release(&ctx.pool, &job, worker, 5.0, true).await.map(|r| match r {
+                queue::Released::Queued => "released",
+                queue::Released::Dead => "dead",
+                queue::Released::NotHeld => "lost",
+            }),
         };
         match db_result {
             Ok(outcome) => {

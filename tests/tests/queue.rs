@@ -107,7 +107,7 @@ async fn release_costs_no_attempt_and_failure_backs_off() {
     let h = Harness::start(&Stack::shared()).await;
     photos(&h, 1).await;
     let job = queue::claim(&h.pool, "a", 1, 30.0).await.expect("claim").remove(0);
-    assert!(queue::release(&h.pool, &job, "a", 0.0).await.expect("release"));
+    assert_eq!(queue::release(&h.pool, &job, "a", 0.0, false).await.expect("release"), queue::Released::Queued);
     assert_eq!(state(&h, &job).await, ("queued".into(), 0));
     let job = queue::claim(&h.pool, "a", 1, 30.0).await.expect("claim").remove(0);
     assert_eq!(queue::fail(&h.pool, &job, "a", 60.0, "corrupt_image: test").await.expect("fail"), Some(false));
@@ -129,4 +129,38 @@ async fn a_holder_whose_lease_ran_out_completes_if_nobody_claimed_since() {
     assert!(queue::finish(&h.pool, &job, "a", &outcome(v)).await.expect("finish"));
     assert_eq!(state(&h, &job).await, ("done".into(), 1));
     assert!(queue::claim(&h.pool, "b", 1, 30.0).await.expect("claim").is_empty());
+}
+
+#[tokio::test]
+async fn counted_give_backs_are_capped_and_dead_letter_to_review_but_shutdowns_are_not() {
+    let h = Harness::start(&Stack::shared()).await;
+    let ids = photos(&h, 1).await;
+    // Shutdowns give the job back as often as they like.
+    for _ in 0..(queue::MAX_GIVE_BACKS + 5) {
+        let job = queue::claim(&h.pool, "a", 1, 30.0).await.expect("claim").remove(0);
+        assert_eq!(queue::release(&h.pool, &job, "a", 0.0, false).await.expect("release"), queue::Released::Queued);
+    }
+    // Timeouts and model failures are counted; the last one dead-letters.
+    for n in 1..=queue::MAX_GIVE_BACKS {
+        let job = queue::claim(&h.pool, "a", 1, 30.0).await.expect("claim").remove(0);
+        let r = queue::release(&h.pool, &job, "a", 0.0, true).await.expect("release");
+        let want = if n == queue::MAX_GIVE_BACKS { queue::Released::Dead } else { queue::Released::Queued };
+        assert_eq!(r, want, "give-back {n}");
+        assert_eq!(state(&h, &job).await.1, 0, "no attempt spent");
+    }
+    assert!(queue::claim(&h.pool, "a", 1, 30.0).await.expect("claim").is_empty(), "dead, not claimable");
+    let (error, status): (Option<String>, String) =
+        sqlx::query_as("SELECT j.last_error, i.status FROM jobs j JOIN images i ON i.id = j.image_id WHERE j.image_id = $1")
+            .bind(ids[0])
+            .fetch_one(&h.pool)
+            .await
+            .expect("job");
+    assert!(error.as_deref().unwrap_or("").starts_with("given_back: 10 times"), "{error:?}");
+    assert_eq!(status, "failed");
+    let reason: String = sqlx::query_scalar("SELECT reason FROM review_items WHERE image_id = $1").bind(ids[0]).fetch_one(&h.pool).await.expect("item");
+    assert_eq!(reason, "scoring_failed");
+    // A retry starts the count afresh.
+    assert_eq!(queue::retry_dead(&h.pool, &[], true, "test").await.expect("retry").len(), 1);
+    let job = queue::claim(&h.pool, "a", 1, 30.0).await.expect("claim").remove(0);
+    assert_eq!(queue::release(&h.pool, &job, "a", 0.0, true).await.expect("release"), queue::Released::Queued);
 }
