@@ -75,6 +75,12 @@ async fn an_upload_is_scored_routed_to_review_with_a_heatmap() {
     }
     let version: String = sqlx::query_scalar("SELECT version FROM model_versions").fetch_one(&h.pool).await.expect("model version");
     assert!(version.starts_with("local-"), "{version}");
+    // The result says what decided it: the model's threshold and the routing in force.
+    let applied: (Option<f32>, Option<f32>, Option<f32>, f32) =
+        sqlx::query_as("SELECT threshold, gradable_threshold, uncertainty_band, qa_rate FROM results").fetch_one(&h.pool).await.expect("result");
+    assert_eq!(applied, (Some(0.0), Some(0.5), Some(0.05), 0.10));
+    let digest: Option<String> = sqlx::query_scalar("SELECT digest FROM model_versions").fetch_one(&h.pool).await.expect("digest");
+    assert_eq!(digest.map(|d| format!("local-{d}")), Some(version));
 }
 
 #[tokio::test]

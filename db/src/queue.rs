@@ -42,6 +42,10 @@ pub struct Outcome<'a> {
     /// The QA sampling rate in force, and whether this photo was drawn.
     pub qa_rate: f32,
     pub qa_sampled: bool,
+    /// The model's operating threshold and the routing that decided `label` and `review`.
+    pub threshold: f32,
+    pub gradable_threshold: f32,
+    pub uncertainty_band: f32,
 }
 
 /// Puts jobs with expired leases back (or dead-letters them). Returns
@@ -93,7 +97,10 @@ pub async fn finish(pool: &PgPool, job: &Claimed, worker: &str, o: &Outcome<'_>)
         o.label,
         o.heatmap_key,
         o.qa_rate,
-        o.qa_sampled
+        o.qa_sampled,
+        o.threshold,
+        o.gradable_threshold,
+        o.uncertainty_band
     )
     .fetch_optional(&mut *tx)
     .await?;
@@ -192,18 +199,26 @@ pub async fn model_version(
     weights_uri: &str,
     threshold: f32,
     preprocessing: &serde_json::Value,
+    digest: &str,
 ) -> Result<Uuid> {
-    Ok(sqlx::query_file_scalar!(
+    sqlx::query_file_scalar!(
         "queries/model_version_upsert.sql",
         name,
         version,
         mlflow_run_id,
         weights_uri,
         threshold,
-        preprocessing
+        preprocessing,
+        digest
     )
-    .fetch_one(pool)
-    .await?)
+    .fetch_optional(pool)
+    .await?
+    .ok_or_else(|| {
+        crate::Error::Conflict(format!(
+            "model {name} version {version} is already recorded with other weights, threshold or preprocessing; \
+             refusing to merge them: register the new model as a new version"
+        ))
+    })
 }
 
 #[derive(Debug, Clone)]

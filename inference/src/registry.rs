@@ -126,7 +126,8 @@ pub async fn load(
     let version_id = match pool {
         Some(pool) => {
             let prep = serde_json::to_value(&scorer.card.preprocessing)?;
-            db::queue::model_version(pool, &name, &version, r.run_id.as_deref(), &r.source_uri, scorer.card.threshold, &prep).await?
+            db::queue::model_version(pool, &name, &version, r.run_id.as_deref(), &r.source_uri, scorer.card.threshold, &prep, &scorer.digest)
+                .await?
         }
         None => uuid::Uuid::nil(),
     };

@@ -422,6 +422,9 @@ async fn score_one(ctx: &Arc<Ctx>, job: &Claimed) -> Result<Option<()>, JobError
         review: decision.review,
         qa_rate: ctx.cfg.routing.qa_rate,
         qa_sampled,
+        threshold: scored.model.threshold,
+        gradable_threshold: ctx.cfg.routing.gradable_threshold,
+        uncertainty_band: ctx.cfg.routing.uncertainty_band,
     };
     let mut tries = 0;
     loop {

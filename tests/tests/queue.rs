@@ -19,11 +19,23 @@ async fn photos(h: &Harness, n: usize) -> Vec<Uuid> {
 }
 
 async fn version(h: &Harness) -> Uuid {
-    queue::model_version(&h.pool, "m", "1", None, "file:///m", 0.5, &serde_json::json!({})).await.expect("model version")
+    queue::model_version(&h.pool, "m", "1", None, "file:///m", 0.5, &serde_json::json!({}), "d1").await.expect("model version")
 }
 
 fn outcome(v: Uuid) -> Outcome<'static> {
-    Outcome { model_version_id: v, glaucoma: 0.9, gradable: 0.9, label: "referable", heatmap_key: None, review: Some("referable"), qa_rate: 0.1, qa_sampled: false }
+    Outcome {
+        model_version_id: v,
+        glaucoma: 0.9,
+        gradable: 0.9,
+        label: "referable",
+        heatmap_key: None,
+        review: Some("referable"),
+        qa_rate: 0.1,
+        qa_sampled: false,
+        threshold: 0.5,
+        gradable_threshold: 0.5,
+        uncertainty_band: 0.05,
+    }
 }
 
 async fn expire(h: &Harness, job: &Claimed) {
@@ -78,7 +90,7 @@ async fn expired_leases_go_back_then_dead_letter_on_the_last_attempt() {
     expire(&h, &first).await;
     assert_eq!(queue::reclaim_expired(&h.pool).await.expect("reclaim"), (1, 0));
     assert_eq!(state(&h, &first).await, ("queued".into(), 1));
-    let v2 = queue::model_version(&h.pool, "m", "2", None, "file:///m", 0.5, &serde_json::json!({})).await.expect("v2");
+    let v2 = queue::model_version(&h.pool, "m", "2", None, "file:///m", 0.5, &serde_json::json!({}), "d2").await.expect("v2");
     let second = queue::claim(&h.pool, "b", 1, 30.0).await.expect("claim").remove(0);
     assert_eq!(second.attempts, 2);
     // Claimed again by b: a's completion is refused.
@@ -163,4 +175,19 @@ async fn counted_give_backs_are_capped_and_dead_letter_to_review_but_shutdowns_a
     assert_eq!(queue::retry_dead(&h.pool, &[], true, "test").await.expect("retry").len(), 1);
     let job = queue::claim(&h.pool, "a", 1, 30.0).await.expect("claim").remove(0);
     assert_eq!(queue::release(&h.pool, &job, "a", 0.0, true).await.expect("release"), queue::Released::Queued);
+}
+
+#[tokio::test]
+async fn a_model_version_is_one_model_a_changed_one_is_refused_not_merged() {
+    let h = Harness::start(&Stack::shared()).await;
+    let prep = serde_json::json!({ "size": 128 });
+    let v = queue::model_version(&h.pool, "m", "7", None, "file:///m", 0.5, &prep, "aa").await.expect("first");
+    // Loading the same model again is the same row.
+    assert_eq!(queue::model_version(&h.pool, "m", "7", None, "file:///m", 0.5, &prep, "aa").await.expect("again"), v);
+    // Other weights, another threshold or other preprocessing under the same (name, version): refused.
+    for (threshold, prep2, digest) in [(0.5, prep.clone(), "bb"), (0.6, prep.clone(), "aa"), (0.5, serde_json::json!({ "size": 224 }), "aa")] {
+        let e = queue::model_version(&h.pool, "m", "7", None, "file:///m", threshold, &prep2, digest).await.expect_err("refused");
+        assert!(matches!(e, db::Error::Conflict(ref m) if m.contains("refusing to merge")), "{e}");
+    }
+    assert_eq!(h.count("model_versions").await, 1);
 }
