@@ -224,7 +224,7 @@ async fn read_limited(body: Body, limit: u64, hint: u64) -> Result<(Bytes, [u8; 
     request_body(content = Vec<u8>, content_type = "image/jpeg"),
     responses((status = 201, body = ImageAccepted), (status = 200, description = "a retry of an upload already stored", body = ImageAccepted),
               (status = 400, body = crate::error::ErrorBody), (status = 401, body = crate::error::ErrorBody),
-              (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody),
+              (status = 404, body = crate::error::ErrorBody),
               (status = 409, body = crate::error::ErrorBody), (status = 413, body = crate::error::ErrorBody),
               (status = 415, body = crate::error::ErrorBody), (status = 422, body = crate::error::ErrorBody),
               (status = 503, body = crate::error::ErrorBody)),
@@ -285,7 +285,8 @@ async fn upload(
     }
     match db::images::study_site(&s.db, study_id).await? {
         None => return Err(ApiError::NotFound("study")),
-        Some(site) if site != dev.site_id => return Err(ApiError::Forbidden("the study belongs to another site")),
+        // Another site's study answers as a missing one: existence is not disclosed.
+        Some(site) if site != dev.site_id => return Err(ApiError::NotFound("study")),
         Some(_) => {}
     }
 
@@ -367,7 +368,7 @@ async fn upload(
 
 #[utoipa::path(get, path = "/v1/images/{id}", params(("id" = Uuid, Path, description = "image id")),
     responses((status = 200, body = ImageState), (status = 401, body = crate::error::ErrorBody),
-              (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)),
+              (status = 404, body = crate::error::ErrorBody)),
     security(("device_token" = [])))]
 pub async fn get_image(
     State(s): State<AppState>,
@@ -377,7 +378,7 @@ pub async fn get_image(
     let id = parse_id(&id, "image")?;
     let row = db::images::image_by_id(&s.db, id).await?.ok_or(ApiError::NotFound("image"))?;
     if row.site_id != dev.site_id {
-        return Err(ApiError::Forbidden("the image belongs to another site"));
+        return Err(ApiError::NotFound("image")); // as if it did not exist
     }
     let photos = db::review::study_images(&s.db, row.study_id).await?;
     let outcome = photos
@@ -414,7 +415,7 @@ pub async fn get_image(
 
 #[utoipa::path(get, path = "/v1/studies/{id}", params(("id" = Uuid, Path, description = "study id")),
     responses((status = 200, body = StudyState), (status = 401, body = crate::error::ErrorBody),
-              (status = 403, body = crate::error::ErrorBody), (status = 404, body = crate::error::ErrorBody)),
+              (status = 404, body = crate::error::ErrorBody)),
     security(("device_token" = [])))]
 pub async fn get_study(
     State(s): State<AppState>,
@@ -424,7 +425,7 @@ pub async fn get_study(
     let id = parse_id(&id, "study")?;
     let study = db::review::study(&s.db, id).await?.ok_or(ApiError::NotFound("study"))?;
     if study.site_id != dev.site_id {
-        return Err(ApiError::Forbidden("the study belongs to another site"));
+        return Err(ApiError::NotFound("study")); // as if it did not exist
     }
     let photos = db::review::study_images(&s.db, id).await?;
     let outcomes: Vec<review::policy::PhotoOutcome> = photos.iter().map(review::policy::of_image).collect();

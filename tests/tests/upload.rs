@@ -242,11 +242,19 @@ async fn tokens_and_sites_are_enforced() {
     let (s, _) = h.get(None, &format!("/v1/images/{image}")).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 
-    // Another site's device can neither add to nor read this site's study.
+    // Another site's device can neither add to nor read this site's study, and
+    // cannot tell it from one that does not exist: the answers are the same.
+    let nobody = uuid::Uuid::new_v4();
     let (s, r) = h.send(h.upload(&b, study, fixtures::jpeg(1024, 768, 13), "image/jpeg")).await;
-    assert_eq!((s, r["code"].as_str()), (StatusCode::FORBIDDEN, Some("forbidden")), "{r}");
-    let (s, _) = h.get(Some(&b), &format!("/v1/images/{image}")).await;
-    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s0, r0) = h.send(h.upload(&b, nobody, fixtures::jpeg(1024, 768, 13), "image/jpeg")).await;
+    assert_eq!((s, r["code"].as_str()), (StatusCode::NOT_FOUND, Some("not_found")), "{r}");
+    assert_eq!((s, &r["message"]), (s0, &r0["message"]), "{r} vs {r0}");
+    for (path, missing) in [(format!("/v1/images/{image}"), format!("/v1/images/{nobody}")), (format!("/v1/studies/{study}"), format!("/v1/studies/{nobody}"))] {
+        let (s, r) = h.get(Some(&b), &path).await;
+        let (s0, r0) = h.get(Some(&b), &missing).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{path}: {r}");
+        assert_eq!((s, &r["code"], &r["message"]), (s0, &r0["code"], &r0["message"]), "{path}");
+    }
     assert_eq!(h.count("images").await, 1);
 
     // A revoked token stops working at once.
