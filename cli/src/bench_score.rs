@@ -211,7 +211,7 @@ async fn worker_in(a: &WorkerBenchArgs, url: &str) -> anyhow::Result<()> {
     let mpath = m.dir.join(format!("manifest-{}.csv", std::process::id()));
     std::fs::write(&mpath, manifest)?;
     let limits = imaging::Limits { max_megapixels: 100, min_side: 512 };
-    let reg = inference::screen::register(&pool, &store, &inference::screen::Source::Manifest(mpath.clone()), limits, 30_000_000).await?;
+    let reg = inference::screen::register(&pool, &store, &inference::screen::Source::Manifest { path: mpath.clone(), allow_outside: false }, limits, 30_000_000).await?;
     let _ = std::fs::remove_file(&mpath);
     anyhow::ensure!(reg.rejected.is_empty(), "{} photos rejected, e.g. {:?}", reg.rejected.len(), reg.rejected.first());
     let n = db::batches::progress(&pool, reg.batch_id).await?.total;

@@ -165,6 +165,10 @@ pub struct BatchArgs {
     /// Screen the files a CSV lists (`path`, optional `label`, `eye`).
     #[arg(long)]
     manifest: Option<PathBuf>,
+    /// Let manifest paths point outside the manifest's folder (absolute
+    /// paths, `..`, links out of it); refused by default.
+    #[arg(long, requires = "manifest")]
+    allow_outside: bool,
     /// Where report.csv, report.html and summary.json go.
     #[arg(long, default_value = "fundus-data/report")]
     report: PathBuf,
@@ -190,7 +194,7 @@ pub async fn batch(a: BatchArgs) -> anyhow::Result<()> {
     let store = ingest::Store::open(&a.store)?;
     let source = match (a.prefix, a.manifest) {
         (Some(p), None) => inference::screen::Source::Prefix(p),
-        (None, Some(m)) => inference::screen::Source::Manifest(m),
+        (None, Some(m)) => inference::screen::Source::Manifest { path: m, allow_outside: a.allow_outside },
         _ => anyhow::bail!("give one of --prefix or --manifest"),
     };
     let limits = imaging::Limits { max_megapixels: a.max_megapixels, min_side: a.min_side };

@@ -28,7 +28,9 @@ pub enum Source {
     Prefix(String),
     /// A CSV with a `path` column (relative to the CSV's folder), and
     /// optionally `label` (1/0, true/false, glaucoma/normal, RG/NRG) and `eye`.
-    Manifest(PathBuf),
+    /// Paths must stay inside that folder (no absolute paths, no `..`, no
+    /// symbolic link out of it) unless `allow_outside`.
+    Manifest { path: PathBuf, allow_outside: bool },
 }
 
 struct Entry {
@@ -48,8 +50,30 @@ fn parse_label(v: &str) -> Result<Option<bool>, String> {
     }
 }
 
-fn read_manifest(path: &Path) -> anyhow::Result<Vec<Entry>> {
-    let base = path.parent().unwrap_or(Path::new("."));
+/// `rel` joined to `base`, refused when it would leave `base`: a `..`
+/// component, an absolute path elsewhere, or a symbolic link (of the file or
+/// a folder on the way) that resolves outside it.
+fn inside(base: &Path, rel: &str) -> Result<PathBuf, String> {
+    let p = Path::new(rel);
+    if p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+        return Err(format!("{rel} climbs out of the manifest's folder (..); pass --allow-outside to allow it"));
+    }
+    let joined = base.join(p);
+    let real_base = base.canonicalize().unwrap_or_else(|_| base.to_path_buf());
+    // Links resolved where the file exists; a missing file is judged by its
+    // name here and reported when it is read.
+    let resolved = joined.canonicalize().unwrap_or_else(|_| if p.is_absolute() { p.to_path_buf() } else { real_base.join(p) });
+    if !resolved.starts_with(&real_base) {
+        return Err(format!("{rel} is outside the manifest's folder (it leads to {}); pass --allow-outside to allow it", resolved.display()));
+    }
+    Ok(joined)
+}
+
+fn read_manifest(path: &Path, allow_outside: bool) -> anyhow::Result<Vec<Entry>> {
+    let base = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
     let mut rdr = csv::Reader::from_path(path).with_context(|| format!("manifest {}", path.display()))?;
     let headers = rdr.headers()?.clone();
     let col = |n: &str| headers.iter().position(|h| h.trim().eq_ignore_ascii_case(n));
@@ -73,7 +97,12 @@ fn read_manifest(path: &Path) -> anyhow::Result<Vec<Entry>> {
             Some(s) if ["left", "right"].contains(&s.as_str()) => s,
             Some(s) => anyhow::bail!("manifest {} line {line}: eye {s:?} is not left or right", path.display()),
         };
-        out.push(Entry { name: rel.to_owned(), label, eye, location: base.join(rel).display().to_string() });
+        let location = if allow_outside {
+            base.join(rel)
+        } else {
+            inside(base, rel).map_err(|m| anyhow::anyhow!("manifest {} line {line}: {m}", path.display()))?
+        };
+        out.push(Entry { name: rel.to_owned(), label, eye, location: location.display().to_string() });
     }
     Ok(out)
 }
@@ -83,7 +112,7 @@ impl Source {
     fn key(&self) -> anyhow::Result<String> {
         Ok(match self {
             Source::Prefix(p) => format!("prefix:{p}"),
-            Source::Manifest(m) => {
+            Source::Manifest { path: m, .. } => {
                 let bytes = std::fs::read(m).with_context(|| format!("manifest {}", m.display()))?;
                 let abs = std::fs::canonicalize(m)?;
                 format!("manifest:{}#{}", abs.display(), &hex::encode(Sha256::digest(&bytes))[..16])
@@ -141,7 +170,7 @@ pub async fn register(
     max_bytes: u64,
 ) -> anyhow::Result<Registered> {
     let entries = match source {
-        Source::Manifest(m) => read_manifest(m)?,
+        Source::Manifest { path, allow_outside } => read_manifest(path, *allow_outside)?,
         Source::Prefix(p) => store
             .list(p)
             .await?
@@ -264,4 +293,38 @@ pub use crate::report::{ReportSummary, write_report};
 pub async fn report(pool: &db::PgPool, reg: &Registered, out: &Path, review_url: &str) -> anyhow::Result<ReportSummary> {
     let rows = db::batches::report(pool, reg.batch_id).await?;
     write_report(&rows, &reg.rejected, out, review_url)
+}
+
+#[cfg(test)]
+mod manifest_tests {
+    use super::*;
+
+    #[test]
+    fn manifest_paths_stay_inside_their_folder() {
+        let dir = std::env::temp_dir().join(format!("fundus-manifest-{}", std::process::id()));
+        let base = dir.join("batch");
+        std::fs::create_dir_all(base.join("sub")).expect("dir");
+        std::fs::write(dir.join("secret.jpg"), b"x").expect("outside file");
+        std::fs::write(base.join("sub/a.jpg"), b"x").expect("inside file");
+        assert!(inside(&base, "sub/a.jpg").is_ok());
+        assert!(inside(&base, "./sub/a.jpg").is_ok());
+        let absolute_inside = base.join("sub/a.jpg").display().to_string();
+        assert!(inside(&base, &absolute_inside).is_ok(), "an absolute path inside the folder");
+        let absolute_outside = dir.join("secret.jpg").display().to_string();
+        for bad in ["../secret.jpg", "sub/../../secret.jpg", "/etc/passwd", &absolute_outside] {
+            assert!(inside(&base, bad).is_err(), "{bad}");
+        }
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(dir.join("secret.jpg"), base.join("link.jpg")).expect("symlink");
+            let e = inside(&base, "link.jpg").expect_err("a link out of the folder");
+            assert!(e.contains("outside"), "{e}");
+        }
+        let csv = base.join("m.csv");
+        std::fs::write(&csv, "path\nsub/a.jpg\n../secret.jpg\n").expect("csv");
+        let e = read_manifest(&csv, false).err().expect("refused").to_string();
+        assert!(e.contains("line 3") && e.contains("--allow-outside"), "{e}");
+        assert_eq!(read_manifest(&csv, true).expect("allowed").len(), 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
