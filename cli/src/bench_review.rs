@@ -58,6 +58,7 @@ fn spread(mut v: Vec<f64>) -> String {
 async fn review_in(a: &ReviewBenchArgs, url: &str) -> anyhow::Result<()> {
     let mut cfg = ingest::Config {
         listen: "127.0.0.1:0".parse()?,
+        metrics_listen: None,
         db: ingest::DbArgs { database_url: url.parse().expect("infallible"), max_connections: 8, acquire_timeout_secs: 5 },
         store: a.store.clone(),
         max_upload_bytes: 30_000_000,

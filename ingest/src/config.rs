@@ -30,6 +30,10 @@ pub struct Config {
     /// Address to listen on.
     #[arg(long, env = "FUNDUS_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Serve /metrics on this address only (e.g. an internal interface),
+    /// instead of beside the API.
+    #[arg(long, env = "FUNDUS_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     #[command(flatten)]
     pub db: DbArgs,
     #[command(flatten)]

@@ -35,6 +35,9 @@ pub struct AppState {
     pub decode_slots: Arc<tokio::sync::Semaphore>,
     /// The clinicians' reading service, on the same pool and store.
     pub review: review::State,
+    /// The last readiness probe: `/readyz` answers from it for a moment, so
+    /// a flood of probes costs one database and store round trip at a time.
+    pub ready: Arc<tokio::sync::Mutex<Option<ops::Probe>>>,
 }
 
 impl AppState {
@@ -56,6 +59,7 @@ impl AppState {
             metrics: Arc::new(metrics::Metrics::new()),
             decode_slots: Arc::new(tokio::sync::Semaphore::new(slots)),
             review,
+            ready: Arc::new(tokio::sync::Mutex::new(None)),
         })
     }
 }
@@ -88,8 +92,10 @@ pub fn routes() -> Vec<(Method, &'static str)> {
 pub fn router(state: AppState) -> Router {
     let timeout = Duration::from_secs(state.config.request_timeout_secs);
     let review = review::router(state.review.clone());
+    let metrics_apart = state.config.metrics_listen.is_some();
     table()
         .into_iter()
+        .filter(|(_, path, _)| !(metrics_apart && *path == "/metrics"))
         .fold(Router::new(), |r, (_, path, handler)| r.route(path, handler))
         .with_state(state)
         .merge(review)
@@ -142,6 +148,12 @@ pub async fn serve(
                 }
             }
         });
+    }
+    if let Some(addr) = state.config.metrics_listen {
+        let l = tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr} for metrics: {e}"))?;
+        let app = Router::new().route("/metrics", get(ops::metrics)).with_state(state.clone());
+        tracing::info!(%addr, "metrics listening");
+        tokio::spawn(async move { axum::serve(l, app).await });
     }
     tracing::info!(addr = %listener.local_addr()?, store = %state.store.describe, "fundus serve listening");
     // The peer address throttles log-ins and goes into the audit trail.

@@ -157,6 +157,7 @@ impl Harness {
 
         let mut config = ingest::Config {
             listen: "127.0.0.1:0".parse().expect("address"),
+            metrics_listen: None,
             db: ingest::DbArgs {
                 database_url: db_url.as_str().parse().expect("infallible"),
                 max_connections: 8,

@@ -485,3 +485,15 @@ async fn the_sweep_reclaims_a_failed_uploads_object_once_its_reservation_expires
     assert!(h.store.get(&key).await.is_err());
     assert_eq!(h.count("object_reservations").await, 0);
 }
+
+#[tokio::test]
+async fn metrics_can_live_on_a_listener_of_their_own() {
+    let stack = Stack::shared();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let h = Harness::start_with(&stack, |c| c.metrics_listen = Some(addr)).await;
+    let (s, _) = h.get(None, "/metrics").await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "not beside the API");
+    let text = h.http.get(format!("http://{addr}/metrics")).send().await.expect("metrics").text().await.expect("body");
+    assert!(text.contains("fundus_"), "{text:.200}");
+}
