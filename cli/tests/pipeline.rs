@@ -71,7 +71,7 @@ async fn an_upload_is_scored_routed_to_review_with_a_heatmap() {
         assert_eq!(status, "in_review");
         // Another site's device sees nothing of it.
         let (code, _) = h.get(Some(&token), &format!("/v1/images/{id}")).await;
-        assert_eq!(code, 403);
+        assert_eq!(code, 404, "as if it did not exist");
     }
     let version: String = sqlx::query_scalar("SELECT version FROM model_versions").fetch_one(&h.pool).await.expect("model version");
     assert!(version.starts_with("local-"), "{version}");
