@@ -13,29 +13,13 @@ use std::time::{Duration, Instant};
 
 use db::PgPool;
 use mesos::client::Caller;
-use mesos::proto::{Capability, CommandInfo, Environment, KillPolicy, Labels, Label, Operation, ReconcileTask, Resource, Variable, DurationInfo};
-use mesos::{Backoff, Call, Client, Event, FrameworkInfo, Id, Offer, TaskInfo, TaskState, TaskStatus};
+use mesos::proto::{Capability, Operation, ReconcileTask};
+use mesos::{Backoff, Call, Client, Event, FrameworkInfo, Id, Offer, TaskState, TaskStatus};
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{self, Metrics};
 use crate::policy::{Observation, Policy, Scaler};
-
-/// What each worker task is.
-#[derive(Debug, Clone)]
-pub struct TaskSpec {
-    pub cpus: f64,
-    pub mem: f64,
-    pub gpus: u32,
-    /// The program run on the agent (`fundus`), or the file name of `uri` once fetched.
-    pub command: String,
-    pub uri: Option<String>,
-    /// Arguments after `fundus worker --id <task id> --grace-secs <s>`.
-    pub worker_args: Vec<String>,
-    /// The task's environment (settings the worker reads; may hold secrets: never logged).
-    pub env: Vec<(String, String)>,
-    /// The worker's `--grace-secs`; the kill policy allows it plus a margin.
-    pub grace: Duration,
-}
+pub use crate::task::TaskSpec;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -166,11 +150,11 @@ struct Task {
     kill_requested: bool,
 }
 
-struct Framework<'a> {
+pub(crate) struct Framework<'a> {
     cfg: &'a Config,
     pool: &'a PgPool,
     metrics: &'a Metrics,
-    framework_id: Option<Id>,
+    pub(crate) framework_id: Option<Id>,
     tasks: BTreeMap<String, Task>,
     scaler: Scaler,
     started: Instant,
@@ -182,7 +166,7 @@ struct Framework<'a> {
 }
 
 impl<'a> Framework<'a> {
-    fn new(cfg: &'a Config, pool: &'a PgPool, metrics: &'a Metrics) -> Framework<'a> {
+    pub(crate) fn new(cfg: &'a Config, pool: &'a PgPool, metrics: &'a Metrics) -> Framework<'a> {
         let now = Instant::now();
         Framework {
             cfg,
@@ -229,7 +213,7 @@ impl<'a> Framework<'a> {
         self.framework_id.as_ref().map(|i| i.value.clone()).unwrap_or_else(|| "(new)".into())
     }
 
-    fn framework_info(&self) -> FrameworkInfo {
+    pub(crate) fn framework_info(&self) -> FrameworkInfo {
         let mut capabilities = vec![Capability::new(Capability::MULTI_ROLE), Capability::new(Capability::TASK_KILLING_STATE)];
         if self.cfg.gpu_capability {
             capabilities.push(Capability::new(Capability::GPU_RESOURCES));
@@ -410,7 +394,7 @@ impl<'a> Framework<'a> {
     }
 
     fn kill_grace(&self) -> f64 {
-        self.cfg.task.grace.as_secs_f64() + 10.0
+        crate::task::kill_grace(&self.cfg.task)
     }
 
     /// Workers to launch now.
@@ -432,7 +416,7 @@ impl<'a> Framework<'a> {
             while missing > 0 && cpus >= spec.cpus && mem >= spec.mem && gpus >= f64::from(spec.gpus) {
                 let task_id = format!("{}-worker.{}", self.cfg.name, uuid::Uuid::new_v4().simple());
                 db::mesos::insert_task(self.pool, &self.cfg.name, &task_id, &offer.agent_id.value, &offer.hostname).await?;
-                launch.push(self.task_info(&task_id, &offer));
+                launch.push(crate::task::task_info(self.cfg, &task_id, &offer));
                 self.tasks.insert(
                     task_id,
                     Task {
@@ -469,41 +453,6 @@ impl<'a> Framework<'a> {
         }
         self.publish();
         Ok(())
-    }
-
-    fn task_info(&self, task_id: &str, offer: &Offer) -> TaskInfo {
-        let spec = &self.cfg.task;
-        let mut resources = vec![Resource::scalar("cpus", spec.cpus), Resource::scalar("mem", spec.mem)];
-        if spec.gpus > 0 {
-            resources.push(Resource::scalar("gpus", f64::from(spec.gpus)));
-        }
-        let mut arguments = vec![spec.command.clone(), "worker".into(), "--id".into(), task_id.to_owned()];
-        arguments.extend(["--grace-secs".into(), format!("{}", spec.grace.as_secs_f64())]);
-        arguments.extend(spec.worker_args.iter().cloned());
-        let variables = spec.env.iter().map(|(k, v)| Variable { name: k.clone(), value: Some(v.clone()) }).collect();
-        let uris = spec
-            .uri
-            .iter()
-            .map(|u| mesos::proto::Uri { value: u.clone(), executable: Some(true), extract: Some(false), cache: None })
-            .collect();
-        TaskInfo {
-            name: format!("{} worker", self.cfg.name),
-            task_id: Id::new(task_id),
-            agent_id: offer.agent_id.clone(),
-            resources,
-            command: Some(CommandInfo {
-                shell: Some(false),
-                value: Some(spec.command.clone()),
-                arguments,
-                environment: Some(Environment { variables }),
-                uris,
-                user: None,
-            }),
-            executor: None,
-            container: None,
-            kill_policy: Some(KillPolicy { grace_period: Some(DurationInfo::from_secs_f64(self.kill_grace())) }),
-            labels: Some(Labels { labels: vec![Label { key: "fundus".into(), value: Some("worker".into()) }] }),
-        }
     }
 
     async fn on_tick(&mut self, caller: &Caller) -> Result<(), End> {
@@ -616,43 +565,4 @@ impl<'a> Framework<'a> {
             m.tasks.get_or_create(&metrics::State { state: state.as_str() }).set(n);
         }
     }
-}
-
-/// Ends the framework for good: TEARDOWN (Mesos kills every task it has) and
-/// the stored id forgotten. Takes the leadership first, so it cannot race a
-/// running instance.
-pub async fn teardown(cfg: &Config, pool: &PgPool) -> anyhow::Result<()> {
-    let Some(id) = db::mesos::framework_id(pool, &cfg.name).await? else {
-        println!("no framework named {} is registered", cfg.name);
-        return Ok(());
-    };
-    let stop = CancellationToken::new();
-    let waiting = crate::leader::acquire(&cfg.database_url, &cfg.name, &stop);
-    let Ok(Some(_leadership)) = tokio::time::timeout(Duration::from_secs(5), waiting).await else {
-        anyhow::bail!("another `fundus mesos` instance leads framework {}; stop every instance first", cfg.name);
-    };
-    let metrics = Metrics::default();
-    let mut fw = Framework::new(cfg, pool, &metrics);
-    fw.framework_id = Some(Id::new(id.clone()));
-    let mut client = Client::new(&cfg.master)?;
-    let mut sub = client.subscribe(&Call::subscribe(fw.framework_info(), Some(vec![cfg.role.clone()]))).await?;
-    loop {
-        match tokio::time::timeout(Duration::from_secs(30), sub.next()).await {
-            Err(_) => anyhow::bail!("no SUBSCRIBED from the master within 30 s"),
-            Ok(Err(e)) => return Err(e.into()),
-            Ok(Ok(Event::Subscribed(_))) => break,
-            Ok(Ok(Event::Error(m))) => {
-                // Already gone on the master's side: only our record is left.
-                tracing::warn!("master: {m}");
-                db::mesos::forget_framework(pool, &cfg.name).await?;
-                println!("framework {} ({id}) was already removed by the master; forgotten", cfg.name);
-                return Ok(());
-            }
-            Ok(Ok(_)) => {}
-        }
-    }
-    sub.caller().call(&Call::teardown(&Id::new(id.clone()))).await?;
-    db::mesos::forget_framework(pool, &cfg.name).await?;
-    println!("framework {} ({id}) torn down: Mesos kills its tasks", cfg.name);
-    Ok(())
 }

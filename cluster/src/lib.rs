@@ -5,6 +5,8 @@
 //! - [`framework`]: the scheduler loop: offers, launches, status updates,
 //!   reconciliation, scale-down by graceful KILL.
 //! - [`leader`]: leadership among several instances through a Postgres advisory lock.
+//! - [`task`]: what a worker task is (resources, command, environment, kill policy).
+//! - [`teardown`]: `--teardown`, the end of a framework.
 //! - [`metrics`]: what it exports on `/metrics`.
 
 pub mod framework;
@@ -12,6 +14,8 @@ pub mod leader;
 pub mod metrics;
 pub mod policy;
 pub mod sim;
+pub mod task;
+pub mod teardown;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -208,7 +212,7 @@ pub async fn main(a: Args, stop: CancellationToken) -> anyhow::Result<()> {
     let pool = a.db.connect()?;
     db::migrate(&pool).await.context("database")?;
     if a.teardown {
-        return framework::teardown(&cfg, &pool).await;
+        return teardown::teardown(&cfg, &pool).await;
     }
     let metrics = Arc::new(metrics::Metrics::default());
     if let Some(addr) = a.metrics_listen {

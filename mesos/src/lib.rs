@@ -1,6 +1,7 @@
 //! A client for the Apache Mesos v1 scheduler HTTP API, in JSON.
 //!
-//! - [`proto`]: the calls and events, typed (serde), tolerant of fields it does not know.
+//! - [`proto`]: the events and the types they share with calls, typed (serde),
+//!   tolerant of fields it does not know; [`call`]: the calls and their constructors.
 //! - [`recordio`]: the event stream's framing, decoded by byte count.
 //! - [`client`]: SUBSCRIBE (its own connection, redirects to the leader, a
 //!   heartbeat watchdog) and calls on a second connection with the stream id;
@@ -8,6 +9,7 @@
 //!
 //! It knows Mesos and nothing about what the framework runs.
 
+pub mod call;
 pub mod client;
 pub mod proto;
 pub mod recordio;
