@@ -140,12 +140,8 @@ pub async fn worker(a: WorkerArgs, stop: CancellationToken) -> anyhow::Result<()
     let store = ingest::Store::open(&a.store)?;
     let metrics = Arc::new(inference::metrics::Metrics::default());
     if let Some(addr) = a.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         let m = metrics.clone();
-        let app = axum::Router::new()
-            .route("/metrics", axum::routing::get(move || async move { m.encode() }))
-            .route("/healthz", axum::routing::get(|| async { "ok" }));
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        ingest::ops::serve_metrics(addr, move || m.encode()).await?;
     }
     let source = a.model.source()?;
     let s = inference::worker::run(cfg, pool, store, source, a.model.device(), a.model.precision, metrics, stop).await?;

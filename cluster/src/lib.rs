@@ -216,12 +216,8 @@ pub async fn main(a: Args, stop: CancellationToken) -> anyhow::Result<()> {
     }
     let metrics = Arc::new(metrics::Metrics::default());
     if let Some(addr) = a.metrics_listen {
-        let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr}"))?;
         let m = metrics.clone();
-        let app = axum::Router::new()
-            .route("/metrics", axum::routing::get(move || async move { m.encode() }))
-            .route("/healthz", axum::routing::get(|| async { "ok" }));
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        ingest::ops::serve_metrics(addr, move || m.encode()).await?;
     }
     tracing::info!(
         master = %cfg.master, framework = %cfg.name, role = %cfg.role, min = cfg.policy.min_workers, max = cfg.policy.max_workers,

@@ -74,3 +74,15 @@ impl utoipa::Modify for BearerAuth {
 pub async fn openapi() -> impl IntoResponse {
     Json(ApiDoc::openapi())
 }
+
+/// Serves `/metrics` (what `render` returns) and `/healthz` on `addr` in the
+/// background: the metrics endpoint of the processes that have no API of
+/// their own (`fundus worker`, `fundus mesos`).
+pub async fn serve_metrics(addr: std::net::SocketAddr, render: impl Fn() -> String + Clone + Send + Sync + 'static) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on {addr}: {e}"))?;
+    let app = axum::Router::new()
+        .route("/metrics", axum::routing::get(move || std::future::ready(render())))
+        .route("/healthz", axum::routing::get(healthz));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok(())
+}
