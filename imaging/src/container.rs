@@ -111,6 +111,17 @@ pub fn jpeg_header(b: &[u8]) -> Result<Header, Reject> {
 /// One JPEG's marker walk: its dimensions, the offset just past its EOI, and
 /// whether it carries an MPF segment.
 fn jpeg_walk(b: &[u8]) -> Result<(Header, usize, bool), Reject> {
+    jpeg_walk_with(b, |_, _| {})
+}
+
+/// Calls `each` with every marker after SOI up to and including EOI, and the
+/// bytes it covers: the marker, its segment and, for a scan, the
+/// entropy-coded data after it (fill bytes before a marker are left out).
+pub(crate) fn jpeg_pieces(b: &[u8], each: impl FnMut(u8, &[u8])) -> Result<(), Reject> {
+    jpeg_walk_with(b, each).map(|_| ())
+}
+
+fn jpeg_walk_with(b: &[u8], mut each: impl FnMut(u8, &[u8])) -> Result<(Header, usize, bool), Reject> {
     let truncated = || Reject::Truncated("JPEG ends before its end-of-image marker".into());
     let mut dims = None;
     let mut has_mpf = false;
@@ -123,10 +134,17 @@ fn jpeg_walk(b: &[u8]) -> Result<(Header, usize, bool), Reject> {
             i += 1; // fill bytes
         }
         let marker = *b.get(i + 1).ok_or_else(truncated)?;
+        let start = i;
         i += 2;
         match marker {
-            0xD9 => break i,
-            0x01 | 0xD0..=0xD7 => continue,
+            0xD9 => {
+                each(marker, &b[start..i]);
+                break i;
+            }
+            0x01 | 0xD0..=0xD7 => {
+                each(marker, &b[start..i]);
+                continue;
+            }
             _ => {}
         }
         let len = be16(b, i).ok_or_else(truncated)?;
@@ -161,6 +179,7 @@ fn jpeg_walk(b: &[u8]) -> Result<(Header, usize, bool), Reject> {
                 }
             }
         }
+        each(marker, &b[start..i]);
     };
     let dims = dims.ok_or_else(|| Reject::Corrupt("JPEG without a frame header".into()))?;
     Ok((dims, end, has_mpf))

@@ -66,17 +66,23 @@ pub fn apply(img: image::RgbImage, orientation: u8) -> image::RgbImage {
 /// Inserts an EXIF segment carrying `orientation` after a JPEG's SOI (as a
 /// phone camera would write it); for tests and tools.
 pub fn with_orientation(jpeg: &[u8], orientation: u8) -> Vec<u8> {
+    let mut out = jpeg[..2].to_vec();
+    out.extend_from_slice(&orientation_segment(orientation));
+    out.extend_from_slice(&jpeg[2..]);
+    out
+}
+
+/// A complete APP1 EXIF segment (marker included) whose only tag is the orientation.
+pub fn orientation_segment(orientation: u8) -> Vec<u8> {
     let mut tiff = b"MM\0\x2a\0\0\0\x08".to_vec();
     tiff.extend_from_slice(&1u16.to_be_bytes());
     tiff.extend_from_slice(&[0x01, 0x12, 0x00, 0x03, 0, 0, 0, 1, 0, orientation, 0, 0]);
     tiff.extend_from_slice(&0u32.to_be_bytes());
     let mut seg = b"Exif\0\0".to_vec();
     seg.extend_from_slice(&tiff);
-    let mut out = jpeg[..2].to_vec();
-    out.extend_from_slice(&[0xFF, 0xE1]);
+    let mut out = vec![0xFF, 0xE1];
     out.extend_from_slice(&((seg.len() + 2) as u16).to_be_bytes());
     out.extend_from_slice(&seg);
-    out.extend_from_slice(&jpeg[2..]);
     out
 }
 

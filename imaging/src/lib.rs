@@ -5,6 +5,7 @@
 
 mod container;
 mod decode;
+mod deid;
 mod dicom;
 pub mod exif;
 mod fov;
@@ -15,6 +16,7 @@ pub mod synth;
 
 pub use container::{Format, sniff};
 pub use decode::{decode_rgb, decode_rgb_at_least};
+pub use deid::deidentify;
 pub use fov::{Fov, find_fov};
 pub use inspect::{Inspection, Limits, Reject, inspect};
 pub use preprocess::{Preprocessed, Preprocessing, preprocess, preprocess_image};

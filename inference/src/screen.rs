@@ -226,6 +226,15 @@ async fn register_one(
         }
         tokio::fs::read(&e.location).await.map_err(|err| format!("{}: {err}", e.location))?.into()
     };
+    // Stored de-identified, as uploads are (see imaging::deidentify).
+    let bytes: Bytes = tokio::task::spawn_blocking(move || {
+        let format = imaging::sniff(&bytes).ok_or(imaging::Reject::UnknownFormat)?;
+        imaging::deidentify(&bytes, format)
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|r| format!("{}: {r}", r.code()))?
+    .into();
     let digest: [u8; 32] = Sha256::digest(&bytes).into();
     if let Some(row) = db::images::image_by_sha256(pool, study_id, &digest).await.map_err(|e| e.to_string())? {
         return db::batches::add_image(pool, batch_id, &e.name, row.id, e.label).await.map_err(|e| e.to_string());

@@ -201,20 +201,18 @@ fn accepted(row: &db::ImageRow) -> ImageAccepted {
     }
 }
 
-/// Reads the body up to `limit` bytes, hashing as it goes.
-async fn read_limited(body: Body, limit: u64, hint: u64) -> Result<(Bytes, [u8; 32]), ApiError> {
+/// Reads the body up to `limit` bytes.
+async fn read_limited(body: Body, limit: u64, hint: u64) -> Result<Bytes, ApiError> {
     let mut buf = Vec::with_capacity(hint.min(limit) as usize);
-    let mut hasher = Sha256::new();
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| bad("body_read_failed", format!("reading the body failed: {e}")))?;
         if (buf.len() + chunk.len()) as u64 > limit {
             return Err(ApiError::TooLarge(limit));
         }
-        hasher.update(&chunk);
         buf.extend_from_slice(&chunk);
     }
-    Ok((Bytes::from(buf), hasher.finalize().into()))
+    Ok(Bytes::from(buf))
 }
 
 #[utoipa::path(post, path = "/v1/studies/{id}/images",
@@ -290,7 +288,14 @@ async fn upload(
         Some(_) => {}
     }
 
-    let (bytes, digest) = read_limited(body, limit, declared_len).await?;
+    let original = read_limited(body, limit, declared_len).await?;
+    // What is stored (and hashed) is the de-identified photo: the same upload
+    // always gives the same bytes, so retries still find it.
+    let bytes: Bytes = tokio::task::spawn_blocking(move || imaging::deidentify(&original, declared))
+        .await
+        .map_err(|e| ApiError::Internal(format!("de-identification task: {e}")))??
+        .into();
+    let digest: [u8; 32] = Sha256::digest(&bytes).into();
     // A retry of something already stored answers at once, without decoding.
     if let Some(key) = idem {
         if let Some(row) = db::images::image_by_idempotency_key(&s.db, study_id, key).await? {

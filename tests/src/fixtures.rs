@@ -34,8 +34,12 @@ pub fn png(width: u32, height: u32, seed: u64) -> Vec<u8> {
     out
 }
 
+/// Identifying attributes every test DICOM carries, which must never reach the store.
+pub const DICOM_IDENTITY: [&str; 4] = ["Doe^Jane", "MRN-0042", "19500101", "CAM-SERIAL-9"];
+
 /// A DICOM Part 10 file (ophthalmic photography SOP class, explicit VR little
-/// endian, native RGB pixel data), or the same without pixel data.
+/// endian, native RGB pixel data) of a named patient, or the same without
+/// pixel data.
 pub fn dicom(width: u32, height: u32, seed: u64, with_pixels: bool) -> Vec<u8> {
     use dicom_core::{DataElement, PrimitiveValue, VR};
     use dicom_dictionary_std::tags;
@@ -47,6 +51,10 @@ pub fn dicom(width: u32, height: u32, seed: u64, with_pixels: bool) -> Vec<u8> {
         DataElement::new(tags::SOP_CLASS_UID, VR::UI, PrimitiveValue::from(OP_8BIT)),
         DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from(uid.as_str())),
         DataElement::new(tags::MODALITY, VR::CS, PrimitiveValue::from("OP")),
+        DataElement::new(tags::PATIENT_NAME, VR::PN, PrimitiveValue::from(DICOM_IDENTITY[0])),
+        DataElement::new(tags::PATIENT_ID, VR::LO, PrimitiveValue::from(DICOM_IDENTITY[1])),
+        DataElement::new(tags::PATIENT_BIRTH_DATE, VR::DA, PrimitiveValue::from(DICOM_IDENTITY[2])),
+        DataElement::new(tags::DEVICE_SERIAL_NUMBER, VR::LO, PrimitiveValue::from(DICOM_IDENTITY[3])),
         DataElement::new(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(3u16)),
         DataElement::new(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, PrimitiveValue::from("RGB")),
         DataElement::new(tags::PLANAR_CONFIGURATION, VR::US, PrimitiveValue::from(0u16)),
@@ -72,6 +80,31 @@ pub fn dicom(width: u32, height: u32, seed: u64, with_pixels: bool) -> Vec<u8> {
     let mut out = Vec::new();
     file.write_all(&mut out).expect("DICOM encoding");
     out
+}
+
+/// What EXIF of a phone camera carries and screening must not keep.
+pub const EXIF_IDENTITY: [&str; 2] = ["GPS 51.5072N 0.1276W", "SERIAL SN-0099-1234"];
+
+/// A JPEG with an EXIF segment holding orientation 1, then a GPS position and
+/// a camera serial number, as a phone writes them.
+pub fn jpeg_with_exif(width: u32, height: u32, seed: u64) -> Vec<u8> {
+    let j = jpeg(width, height, seed);
+    let mut seg = imaging::exif::orientation_segment(1);
+    for s in EXIF_IDENTITY {
+        seg.extend_from_slice(s.as_bytes());
+    }
+    let len = (seg.len() - 2) as u16;
+    seg[2..4].copy_from_slice(&len.to_be_bytes());
+    let mut out = j[..2].to_vec();
+    out.extend_from_slice(&seg);
+    out.extend_from_slice(&j[2..]);
+    out
+}
+
+/// The bytes Fundus stores for an upload: the photo de-identified.
+pub fn stored(bytes: &[u8]) -> Vec<u8> {
+    let format = imaging::sniff(bytes).expect("a known format");
+    imaging::deidentify(bytes, format).expect("a valid photo")
 }
 
 /// scikit-image's `retina.jpg` (CC0): a real fundus photograph, from the

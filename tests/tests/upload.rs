@@ -27,9 +27,10 @@ async fn accepted(h: &Harness, bytes: Vec<u8>, content_type: &str, format: &str)
     assert_eq!(state["format"], format);
     assert_eq!(state["result"], serde_json::Value::Null);
     let sha = state["sha256"].as_str().expect("sha");
-    assert_eq!(sha, hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes)));
+    let kept = fixtures::stored(&bytes);
+    assert_eq!(sha, hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&kept)));
 
-    // One object, content-addressed, holding exactly the uploaded bytes.
+    // One object, content-addressed, holding the uploaded photo de-identified.
     let objects = h.objects().await;
     assert_eq!(objects.len(), 1);
     assert!(objects[0].ends_with(&format!("raw/{}/{sha}.{}", &sha[..2], match format {
@@ -38,7 +39,11 @@ async fn accepted(h: &Harness, bytes: Vec<u8>, content_type: &str, format: &str)
         _ => "dcm",
     })), "{objects:?}");
     let key = objects[0].splitn(2, "raw/").nth(1).map(|k| format!("raw/{k}")).expect("raw key");
-    assert_eq!(h.store.get(&key).await.expect("object").as_ref(), bytes.as_slice());
+    let object = h.store.get(&key).await.expect("object");
+    assert_eq!(object.as_ref(), kept.as_slice());
+    for secret in fixtures::DICOM_IDENTITY.iter().chain(&fixtures::EXIF_IDENTITY) {
+        assert!(bytes.len() < 64 || !object.windows(secret.len()).any(|w| w == secret.as_bytes()), "{secret} reached the store");
+    }
     // The job was enqueued with the image, at phone priority.
     let (jobs, priority): (i64, i16) = sqlx::query_as("SELECT count(*), max(priority) FROM jobs WHERE state = 'queued'")
         .fetch_one(&h.pool)
@@ -52,6 +57,36 @@ async fn jpeg_upload_is_stored_recorded_and_queued() {
     let stack = Stack::shared();
     let h = Harness::start(&stack).await;
     accepted(&h, fixtures::jpeg(1600, 1200, 1), "image/jpeg", "jpeg").await;
+}
+
+/// A phone's EXIF (GPS position, camera serial) and a DICOM's patient name,
+/// ID and birth date are in the upload and nowhere in the store; a retry of
+/// the same upload finds the photo it stored.
+#[tokio::test]
+async fn identifying_metadata_is_not_stored_and_retries_still_match() {
+    let stack = Stack::shared();
+    let h = Harness::start(&stack).await;
+    let token = h.device("clinic-a").await;
+    for (bytes, media) in [(fixtures::jpeg_with_exif(1024, 768, 11), "image/jpeg"), (fixtures::dicom(800, 640, 12, true), "application/dicom")] {
+        let has = |b: &[u8], s: &str| b.windows(s.len()).any(|w| w == s.as_bytes());
+        let secrets: Vec<&str> = fixtures::DICOM_IDENTITY.iter().chain(&fixtures::EXIF_IDENTITY).copied().filter(|s| has(&bytes, s)).collect();
+        assert!(!secrets.is_empty(), "the fixture carries identity");
+        let study = h.study(&token).await;
+        let (s1, first) = h.send(h.upload(&token, study, bytes.clone(), media)).await;
+        assert_eq!(s1, StatusCode::CREATED, "{first}");
+        let (s2, second) = h.send(h.upload(&token, study, bytes.clone(), media)).await;
+        assert_eq!((s2, &second["id"]), (StatusCode::OK, &first["id"]), "{second}");
+        let (_, state) = h.get(Some(&token), &format!("/v1/images/{}", first["id"].as_str().expect("id"))).await;
+        let key = format!("raw/{}/{}.{}", &state["sha256"].as_str().expect("sha")[..2], state["sha256"].as_str().expect("sha"),
+            if media == "image/jpeg" { "jpg" } else { "dcm" });
+        let object = h.store.get(&key).await.expect("object");
+        for s in secrets {
+            assert!(!has(&object, s), "{s} reached the store");
+        }
+        let format = imaging::sniff(&bytes).expect("format");
+        let (a, b) = (imaging::decode_rgb(&bytes, format).expect("a"), imaging::decode_rgb(&object, format).expect("b"));
+        assert_eq!(a.as_raw(), b.as_raw(), "the pixels are stored as sent");
+    }
 }
 
 #[tokio::test]
@@ -430,7 +465,7 @@ async fn a_failed_commit_leaves_the_object_a_concurrent_upload_committed_under()
         .await
         .expect("B's row");
     let stored = h.store.get(&key).await.expect("B's object must still exist");
-    assert_eq!(stored.as_ref(), bytes.as_slice());
+    assert_eq!(stored.as_ref(), fixtures::stored(&bytes).as_slice());
 }
 
 /// The sweep checks and deletes an object under the key's lock; an upload of
@@ -444,7 +479,7 @@ async fn an_upload_racing_the_sweep_for_an_old_orphan_keeps_its_photo() {
     let token = h.device("clinic-a").await;
     let study = h.study(&token).await;
     let bytes = fixtures::jpeg(1024, 768, 77);
-    let key = store::raw_key(&hex::encode(sha2::Sha256::digest(&bytes)), "jpg");
+    let key = store::raw_key(&hex::encode(sha2::Sha256::digest(fixtures::stored(&bytes))), "jpg");
     // An orphan of the same bytes, as an old failed upload would leave.
     h.store.put(&key, bytes::Bytes::from(bytes.clone())).await.expect("orphan");
     // The sweep's step for this key, with the sweep's own calls: locked, found unclaimed.
@@ -461,7 +496,7 @@ async fn an_upload_racing_the_sweep_for_an_old_orphan_keeps_its_photo() {
     let status = upload.await.expect("join").expect("answered");
     assert_eq!(status, StatusCode::CREATED);
     let stored = h.store.get(&key).await.expect("the photo of a 201 must exist");
-    assert_eq!(stored.as_ref(), bytes.as_slice());
+    assert_eq!(stored.as_ref(), fixtures::stored(&bytes).as_slice());
     // And the real sweep now leaves it alone (referenced), with no reservation left behind.
     let r = ingest::sweep::sweep(&h.pool, &h.store, std::time::Duration::ZERO).await.expect("sweep");
     assert_eq!(r.removed, 0);
