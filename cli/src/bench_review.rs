@@ -68,6 +68,9 @@ async fn review_in(a: &ReviewBenchArgs, url: &str) -> anyhow::Result<()> {
         request_timeout_secs: 60,
         sweep_interval_secs: 0,
         sweep_min_age_secs: 3600,
+        max_buffered_bytes: 256 << 20,
+        // The load generator is one client address: no per-client rate.
+        guard: ingest::guard::GuardArgs { client_rate: 0.0, ..Default::default() },
         review: review::Config::default(),
     };
     cfg.store.store_url = format!("{}/bench-review-{}", a.store.store_url.trim_end_matches('/'), std::process::id());

@@ -91,9 +91,57 @@ fn stop_on_signal() -> tokio_util::sync::CancellationToken {
     stop
 }
 
+/// Every flag that reads an environment variable `X` can also be read from
+/// the file that `X_FILE` names (the container-secrets convention), so a
+/// password or key need be neither on the command line, where `ps` shows it,
+/// nor in the environment. The file's value stands in for the flag's default:
+/// the flag itself still wins, and `X` with `X_FILE` together is an error.
+fn values_from_files(cmd: clap::Command, env: &dyn Fn(&str) -> Option<std::ffi::OsString>) -> Result<clap::Command, String> {
+    let mut failed = None;
+    let cmd = cmd.mut_args(|a| {
+        let Some(var) = a.get_env().and_then(|v| v.to_str()).map(str::to_owned) else { return a };
+        let Some(path) = env(&format!("{var}_FILE")) else { return a };
+        if env(&var).is_some() {
+            failed.get_or_insert(format!("both {var} and {var}_FILE are set: set one"));
+            return a;
+        }
+        match std::fs::read_to_string(&path) {
+            Ok(v) => {
+                let v: &'static str = Box::leak(v.trim_end_matches(['\n', '\r']).to_owned().into_boxed_str());
+                a.default_value(v).hide_default_value(true)
+            }
+            Err(e) => {
+                failed.get_or_insert(format!("{var}_FILE: cannot read {}: {e}", std::path::Path::new(&path).display()));
+                a
+            }
+        }
+    });
+    let mut inner = None;
+    let cmd = cmd.mut_subcommands(|sub| match values_from_files(sub.clone(), env) {
+        Ok(s) => s,
+        Err(e) => {
+            inner.get_or_insert(e);
+            sub
+        }
+    });
+    match failed.or(inner) {
+        Some(e) => Err(e),
+        None => Ok(cmd),
+    }
+}
+
+fn parse_cli() -> Cli {
+    use clap::{CommandFactory, FromArgMatches};
+    let cmd = values_from_files(Cli::command(), &|v| std::env::var_os(v)).unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(2)
+    });
+    Cli::from_arg_matches(&cmd.get_matches()).unwrap_or_else(|e| e.exit())
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = parse_cli();
     init_logs(cli.log_json);
     let result = match cli.command {
         Command::Serve(cfg) => serve(cfg).await,
@@ -133,5 +181,42 @@ mod tests {
     fn cli_definition_is_consistent() {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn secrets_can_come_from_files() {
+        use clap::{Arg, Command};
+        let dir = std::env::temp_dir().join(format!("fundus-file-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("key");
+        std::fs::write(&file, "from-file-secret\n").expect("write");
+        const VAR: &str = "FUNDUS_TEST_ONLY_SECRET";
+        let cmd = || Command::new("t").subcommand(Command::new("sub").arg(Arg::new("key").long("key").env(VAR)));
+        let vars = |with_plain: bool| {
+            let file = file.clone();
+            move |v: &str| match v {
+                "FUNDUS_TEST_ONLY_SECRET_FILE" => Some(file.clone().into_os_string()),
+                VAR if with_plain => Some("plain".into()),
+                _ => None,
+            }
+        };
+        let value = |args: &[&str]| {
+            let c = super::values_from_files(cmd(), &vars(false)).expect("read");
+            let m = c.try_get_matches_from(args).expect("parses");
+            m.subcommand_matches("sub").and_then(|s| s.get_one::<String>("key").cloned())
+        };
+        assert_eq!(value(&["t", "sub"]).as_deref(), Some("from-file-secret"), "read from the file, newline trimmed");
+        assert_eq!(value(&["t", "sub", "--key", "flag"]).as_deref(), Some("flag"), "the flag wins");
+        let mut c = super::values_from_files(cmd(), &vars(false)).expect("read");
+        let help = c.find_subcommand_mut("sub").expect("sub").render_help().to_string();
+        assert!(!help.contains("from-file-secret"), "the secret is not shown in --help: {help}");
+        let both = super::values_from_files(cmd(), &vars(true)).err().expect("refused");
+        assert!(both.contains("both FUNDUS_TEST_ONLY_SECRET and FUNDUS_TEST_ONLY_SECRET_FILE"), "{both}");
+        std::fs::remove_file(&file).expect("rm");
+        let missing = super::values_from_files(cmd(), &vars(false)).err().expect("refused");
+        assert!(missing.contains("cannot read"), "{missing}");
+        // The real command line survives the treatment.
+        use clap::CommandFactory;
+        super::values_from_files(super::Cli::command(), &|_| None).expect("no files").debug_assert();
     }
 }

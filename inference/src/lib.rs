@@ -3,6 +3,7 @@
 //! the MLflow registry. SQL lives in `db`, networks in `model`.
 
 pub mod batcher;
+mod manifest;
 pub mod metrics;
 pub mod offline;
 pub mod pipeline;

@@ -14,6 +14,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use store::Store;
 use store::raw_key;
+
+use crate::manifest::{Entry, read_manifest};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
@@ -31,80 +33,6 @@ pub enum Source {
     /// Paths must stay inside that folder (no absolute paths, no `..`, no
     /// symbolic link out of it) unless `allow_outside`.
     Manifest { path: PathBuf, allow_outside: bool },
-}
-
-struct Entry {
-    name: String,
-    label: Option<bool>,
-    eye: String,
-    /// Local file, or store key for a prefix.
-    location: String,
-}
-
-fn parse_label(v: &str) -> Result<Option<bool>, String> {
-    match v.trim().to_ascii_lowercase().as_str() {
-        "" => Ok(None),
-        "1" | "true" | "glaucoma" | "rg" | "referable" => Ok(Some(true)),
-        "0" | "false" | "normal" | "nrg" | "non_referable" => Ok(Some(false)),
-        other => Err(format!("label {other:?} is not one of 1/0, true/false, glaucoma/normal, RG/NRG")),
-    }
-}
-
-/// `rel` joined to `base`, refused when it would leave `base`: a `..`
-/// component, an absolute path elsewhere, or a symbolic link (of the file or
-/// a folder on the way) that resolves outside it.
-fn inside(base: &Path, rel: &str) -> Result<PathBuf, String> {
-    let p = Path::new(rel);
-    if p.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-        return Err(format!("{rel} climbs out of the manifest's folder (..); pass --allow-outside to allow it"));
-    }
-    let joined = base.join(p);
-    let real_base = base.canonicalize().unwrap_or_else(|_| base.to_path_buf());
-    // Links resolved where the file exists; a missing file is judged by its
-    // name here and reported when it is read.
-    let resolved = joined.canonicalize().unwrap_or_else(|_| if p.is_absolute() { p.to_path_buf() } else { real_base.join(p) });
-    if !resolved.starts_with(&real_base) {
-        return Err(format!("{rel} is outside the manifest's folder (it leads to {}); pass --allow-outside to allow it", resolved.display()));
-    }
-    Ok(joined)
-}
-
-fn read_manifest(path: &Path, allow_outside: bool) -> anyhow::Result<Vec<Entry>> {
-    let base = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut rdr = csv::Reader::from_path(path).with_context(|| format!("manifest {}", path.display()))?;
-    let headers = rdr.headers()?.clone();
-    let col = |n: &str| headers.iter().position(|h| h.trim().eq_ignore_ascii_case(n));
-    let p = col("path").with_context(|| format!("manifest {}: no `path` column (found: {})", path.display(), headers.iter().collect::<Vec<_>>().join(",")))?;
-    let (l, e) = (col("label"), col("eye"));
-    let mut out = Vec::new();
-    let mut seen = HashSet::new();
-    for (i, rec) in rdr.records().enumerate() {
-        let line = i + 2;
-        let rec = rec.with_context(|| format!("manifest {} line {line}", path.display()))?;
-        let rel = rec.get(p).unwrap_or("").trim();
-        anyhow::ensure!(!rel.is_empty(), "manifest {} line {line}: empty path", path.display());
-        anyhow::ensure!(seen.insert(rel.to_owned()), "manifest {} line {line}: {rel} is listed twice", path.display());
-        let label = match l.and_then(|l| rec.get(l)) {
-            Some(v) => parse_label(v).map_err(|m| anyhow::anyhow!("manifest {} line {line}: {m}", path.display()))?,
-            None => None,
-        };
-        let eye = match e.and_then(|e| rec.get(e)).map(|s| s.trim().to_ascii_lowercase()) {
-            None => "unknown".to_owned(),
-            Some(s) if s.is_empty() => "unknown".to_owned(),
-            Some(s) if ["left", "right"].contains(&s.as_str()) => s,
-            Some(s) => anyhow::bail!("manifest {} line {line}: eye {s:?} is not left or right", path.display()),
-        };
-        let location = if allow_outside {
-            base.join(rel)
-        } else {
-            inside(base, rel).map_err(|m| anyhow::anyhow!("manifest {} line {line}: {m}", path.display()))?
-        };
-        out.push(Entry { name: rel.to_owned(), label, eye, location: location.display().to_string() });
-    }
-    Ok(out)
 }
 
 impl Source {

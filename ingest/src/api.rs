@@ -201,18 +201,36 @@ fn accepted(row: &db::ImageRow) -> ImageAccepted {
     }
 }
 
-/// Reads the body up to `limit` bytes.
-async fn read_limited(body: Body, limit: u64, hint: u64) -> Result<Bytes, ApiError> {
-    let mut buf = Vec::with_capacity(hint.min(limit) as usize);
+/// Reads the body up to `limit` bytes. Chunks are kept as they arrive and
+/// joined once at the end: nothing is allocated on the client's word.
+async fn read_limited(body: Body, limit: u64) -> Result<Bytes, ApiError> {
+    let mut chunks = Vec::new();
+    let mut len = 0u64;
     let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|e| bad("body_read_failed", format!("reading the body failed: {e}")))?;
-        if (buf.len() + chunk.len()) as u64 > limit {
+        len += chunk.len() as u64;
+        if len > limit {
             return Err(ApiError::TooLarge(limit));
         }
-        buf.extend_from_slice(&chunk);
+        chunks.push(chunk);
     }
+    if chunks.len() == 1 {
+        return Ok(chunks.pop().unwrap_or_default());
+    }
+    let mut buf = Vec::with_capacity(len as usize);
+    chunks.into_iter().for_each(|c| buf.extend_from_slice(&c));
     Ok(Bytes::from(buf))
+}
+
+/// Room in the server's buffer budget for an upload of at most `bytes`
+/// bytes, twice over (the body and its de-identified copy).
+async fn buffer_room(s: &AppState, bytes: u64) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
+    let kib = (2 * bytes).div_ceil(1024).clamp(1, s.config.max_buffered_bytes.div_ceil(1024).max(1)) as u32;
+    tokio::time::timeout(std::time::Duration::from_secs(10), s.buffer_budget.clone().acquire_many_owned(kib))
+        .await
+        .map_err(|_| ApiError::Busy)?
+        .map_err(|e| ApiError::Internal(e.to_string()))
 }
 
 #[utoipa::path(post, path = "/v1/studies/{id}/images",
@@ -288,7 +306,9 @@ async fn upload(
         Some(_) => {}
     }
 
-    let original = read_limited(body, limit, declared_len).await?;
+    // A body without a length may be as large as the limit.
+    let _room = buffer_room(s, if declared_len > 0 { declared_len } else { limit }).await?;
+    let original = read_limited(body, limit).await?;
     // What is stored (and hashed) is the de-identified photo: the same upload
     // always gives the same bytes, so retries still find it.
     let bytes: Bytes = tokio::task::spawn_blocking(move || imaging::deidentify(&original, declared))

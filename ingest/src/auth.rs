@@ -39,9 +39,27 @@ impl FromRequestParts<AppState> for Device {
             .map(str::trim)
             .filter(|t| t.starts_with(PREFIX) && t.len() < 128)
             .ok_or(ApiError::Unauthorized)?;
-        let auth = db::access::device_by_token(&state.db, &hash_token(token))
-            .await?
-            .ok_or(ApiError::Unauthorized)?;
+        let hash = hash_token(token);
+        let ip = parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip());
+        if state.guard.known_unknown(&hash) {
+            state.guard.failed(ip, hash);
+            return Err(ApiError::Unauthorized);
+        }
+        if state.guard.throttled(ip) {
+            return Err(ApiError::TooManyRequests);
+        }
+        let found = {
+            let _slot = state.guard.lookup_slot().await;
+            // Checked again: the budget may have run out while this waited.
+            if state.guard.throttled(ip) {
+                return Err(ApiError::TooManyRequests);
+            }
+            db::access::device_by_token(&state.db, &hash).await?
+        };
+        let Some(auth) = found else {
+            state.guard.failed(ip, hash);
+            return Err(ApiError::Unauthorized);
+        };
         tracing::Span::current().record("device_id", tracing::field::display(auth.device_id));
         Ok(Device(auth))
     }

@@ -60,6 +60,13 @@ pub struct Config {
     /// An object must be this old (seconds) before the sweep may remove it.
     #[arg(long, env = "FUNDUS_SWEEP_MIN_AGE", default_value_t = 3600)]
     pub sweep_min_age_secs: u64,
+    /// Bytes all uploads in flight may hold in memory together (bodies and
+    /// their de-identified copies); an upload waits for room, up to 10 s,
+    /// then gets 503 `server_busy`.
+    #[arg(long, env = "FUNDUS_MAX_BUFFERED_BYTES", default_value_t = 256 << 20)]
+    pub max_buffered_bytes: u64,
+    #[command(flatten)]
+    pub guard: crate::guard::GuardArgs,
     #[command(flatten)]
     pub review: review::Config,
 }

@@ -29,6 +29,12 @@ pub enum ApiError {
     DatabaseUnavailable,
     #[error("the object store is unavailable; retry later")]
     StoreUnavailable,
+    #[error("the server is handling as many requests as it may; retry later")]
+    Overloaded,
+    #[error("too many requests from this address; slow down")]
+    TooManyRequests,
+    #[error("uploads in flight fill the server's buffer budget; retry later")]
+    Busy,
     #[error("internal error")]
     Internal(String),
 }
@@ -46,6 +52,9 @@ impl ApiError {
             ApiError::Rejected(r) => r.code(),
             ApiError::DatabaseUnavailable => "database_unavailable",
             ApiError::StoreUnavailable => "store_unavailable",
+            ApiError::Overloaded => "overloaded",
+            ApiError::TooManyRequests => "too_many_requests",
+            ApiError::Busy => "server_busy",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -64,7 +73,10 @@ impl ApiError {
             }
             ApiError::Rejected(Reject::Empty) => StatusCode::BAD_REQUEST,
             ApiError::Rejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            ApiError::DatabaseUnavailable | ApiError::StoreUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::DatabaseUnavailable | ApiError::StoreUnavailable | ApiError::Overloaded | ApiError::Busy => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ApiError::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -103,7 +115,7 @@ impl IntoResponse for ApiError {
         }
         let status = self.status();
         let mut resp = (status, Json(ErrorBody { code: self.code(), message: self.to_string() })).into_response();
-        if status == StatusCode::SERVICE_UNAVAILABLE {
+        if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
             resp.headers_mut().insert("retry-after", axum::http::HeaderValue::from_static("5"));
         }
         resp

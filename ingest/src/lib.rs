@@ -7,6 +7,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod guard;
 pub mod metrics;
 pub mod ops;
 pub mod sweep;
@@ -33,6 +34,9 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// Bounds how many photos are decoded (and held in memory) at once.
     pub decode_slots: Arc<tokio::sync::Semaphore>,
+    /// Bytes uploads in flight may buffer, in KiB permits.
+    pub buffer_budget: Arc<tokio::sync::Semaphore>,
+    pub guard: Arc<guard::Guard>,
     /// The clinicians' reading service, on the same pool and store.
     pub review: review::State,
     /// The last readiness probe: `/readyz` answers from it for a moment, so
@@ -51,6 +55,9 @@ impl AppState {
             .decode_concurrency
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
             .max(1);
+        let kib = (config.max_buffered_bytes / 1024).clamp(1, tokio::sync::Semaphore::MAX_PERMITS as u64) as usize;
+        let buffer_budget = Arc::new(tokio::sync::Semaphore::new(kib));
+        let guard = Arc::new(guard::Guard::new(config.guard.clone()));
         let review = review::State { db: db.clone(), store: store.clone(), config: Arc::new(config.review.clone()) };
         Ok(AppState {
             db,
@@ -58,6 +65,8 @@ impl AppState {
             config: Arc::new(config),
             metrics: Arc::new(metrics::Metrics::new()),
             decode_slots: Arc::new(tokio::sync::Semaphore::new(slots)),
+            buffer_budget,
+            guard,
             review,
             ready: Arc::new(tokio::sync::Mutex::new(None)),
         })
@@ -93,6 +102,7 @@ pub fn router(state: AppState) -> Router {
     let timeout = Duration::from_secs(state.config.request_timeout_secs);
     let review = review::router(state.review.clone());
     let metrics_apart = state.config.metrics_listen.is_some();
+    let guard = state.guard.clone();
     table()
         .into_iter()
         .filter(|(_, path, _)| !(metrics_apart && *path == "/metrics"))
@@ -100,6 +110,7 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
         .merge(review)
         .fallback(not_found)
+        .layer(axum::middleware::from_fn_with_state(guard, guard::limit))
         // Study JSON and review forms are small; image bodies stream through their own limit.
         .layer(DefaultBodyLimit::max(64 * 1024))
         .layer(

@@ -34,52 +34,13 @@ pub fn png(width: u32, height: u32, seed: u64) -> Vec<u8> {
     out
 }
 
-/// Identifying attributes every test DICOM carries, which must never reach the store.
-pub const DICOM_IDENTITY: [&str; 4] = ["Doe^Jane", "MRN-0042", "19500101", "CAM-SERIAL-9"];
+pub use imaging::synth::DICOM_IDENTITY;
 
-/// A DICOM Part 10 file (ophthalmic photography SOP class, explicit VR little
-/// endian, native RGB pixel data) of a named patient, or the same without
-/// pixel data.
+/// A DICOM Part 10 file of a named patient (`DICOM_IDENTITY`), or the same
+/// without pixel data.
 pub fn dicom(width: u32, height: u32, seed: u64, with_pixels: bool) -> Vec<u8> {
-    use dicom_core::{DataElement, PrimitiveValue, VR};
-    use dicom_dictionary_std::tags;
-    use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
-
-    const OP_8BIT: &str = "1.2.840.10008.5.1.4.1.1.77.1.5.1";
-    let uid = format!("2.25.{}", seed + 1);
-    let mut obj = InMemDicomObject::from_element_iter([
-        DataElement::new(tags::SOP_CLASS_UID, VR::UI, PrimitiveValue::from(OP_8BIT)),
-        DataElement::new(tags::SOP_INSTANCE_UID, VR::UI, PrimitiveValue::from(uid.as_str())),
-        DataElement::new(tags::MODALITY, VR::CS, PrimitiveValue::from("OP")),
-        DataElement::new(tags::PATIENT_NAME, VR::PN, PrimitiveValue::from(DICOM_IDENTITY[0])),
-        DataElement::new(tags::PATIENT_ID, VR::LO, PrimitiveValue::from(DICOM_IDENTITY[1])),
-        DataElement::new(tags::PATIENT_BIRTH_DATE, VR::DA, PrimitiveValue::from(DICOM_IDENTITY[2])),
-        DataElement::new(tags::DEVICE_SERIAL_NUMBER, VR::LO, PrimitiveValue::from(DICOM_IDENTITY[3])),
-        DataElement::new(tags::SAMPLES_PER_PIXEL, VR::US, PrimitiveValue::from(3u16)),
-        DataElement::new(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, PrimitiveValue::from("RGB")),
-        DataElement::new(tags::PLANAR_CONFIGURATION, VR::US, PrimitiveValue::from(0u16)),
-        DataElement::new(tags::ROWS, VR::US, PrimitiveValue::from(height as u16)),
-        DataElement::new(tags::COLUMNS, VR::US, PrimitiveValue::from(width as u16)),
-        DataElement::new(tags::BITS_ALLOCATED, VR::US, PrimitiveValue::from(8u16)),
-        DataElement::new(tags::BITS_STORED, VR::US, PrimitiveValue::from(8u16)),
-        DataElement::new(tags::HIGH_BIT, VR::US, PrimitiveValue::from(7u16)),
-        DataElement::new(tags::PIXEL_REPRESENTATION, VR::US, PrimitiveValue::from(0u16)),
-    ]);
-    if with_pixels {
-        let pixels = fundus(width, height, seed).into_raw();
-        obj.put(DataElement::new(tags::PIXEL_DATA, VR::OB, PrimitiveValue::from(pixels)));
-    }
-    let file = obj
-        .with_meta(
-            FileMetaTableBuilder::new()
-                .transfer_syntax("1.2.840.10008.1.2.1")
-                .media_storage_sop_class_uid(OP_8BIT)
-                .media_storage_sop_instance_uid(uid.as_str()),
-        )
-        .expect("file meta");
-    let mut out = Vec::new();
-    file.write_all(&mut out).expect("DICOM encoding");
-    out
+    let img = with_pixels.then(|| fundus(width, height, seed));
+    imaging::synth::to_dicom(img.as_ref(), width, height, seed)
 }
 
 /// What EXIF of a phone camera carries and screening must not keep.

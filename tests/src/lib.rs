@@ -177,6 +177,8 @@ impl Harness {
             request_timeout_secs: 60,
             sweep_interval_secs: 0,
             sweep_min_age_secs: 3600,
+            max_buffered_bytes: 256 << 20,
+            guard: ingest::guard::GuardArgs::default(),
             review: review::Config::default(),
         };
         tweak(&mut config);

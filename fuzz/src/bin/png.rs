@@ -1,0 +1,4 @@
+//! Container walk, inspection, decoding and de-identification of PNG uploads.
+fn main() {
+    afl::fuzz!(|data: &[u8]| fundus_fuzz::photo(data, imaging::Format::Png));
+}
