@@ -96,6 +96,35 @@ pub enum Admin {
         #[arg(long, default_value_t = 10_000)]
         limit: i64,
     },
+    /// Erase a person: their studies, photos, results, review items,
+    /// derived files and the audit entries about them, from Postgres and the
+    /// store (a photo object another study shares stays). Audited.
+    Erase {
+        #[command(flatten)]
+        db: ingest::DbArgs,
+        #[command(flatten)]
+        store: ingest::StoreArgs,
+        #[command(flatten)]
+        keys: ingest::pseudonym::PseudonymArgs,
+        /// The person's reference, as the site's devices send it.
+        #[arg(long)]
+        patient: String,
+        #[arg(long)]
+        site: String,
+        /// Who asks (recorded in the audit trail).
+        #[arg(long, default_value = "admin")]
+        by: String,
+    },
+    /// Print the stored form of a site's patient reference (its keyed
+    /// pseudonym when FUNDUS_PSEUDONYM_KEY is set), to find the person's studies.
+    Pseudonym {
+        #[command(flatten)]
+        keys: ingest::pseudonym::PseudonymArgs,
+        #[arg(long)]
+        site: String,
+        /// The reference as the site's devices send it.
+        patient: String,
+    },
     /// Remove stored objects that no image row points at.
     Sweep {
         #[command(flatten)]
@@ -271,6 +300,26 @@ pub async fn run(cmd: Admin) -> anyhow::Result<()> {
             for a in db::audit_list(&pool, since, actor.as_deref(), limit).await? {
                 writeln!(out, "{}\t{}\t{}\t{}\t{}", a.at.to_rfc3339(), a.actor, a.action, a.subject.as_deref().unwrap_or("-"), a.detail)?;
             }
+        }
+        Admin::Erase { db, store, keys, patient, site, by } => {
+            keys.validate().map_err(anyhow::Error::msg)?;
+            let pool = pool(&db).await?;
+            let store = ingest::Store::open(&store)?;
+            let r = ingest::erase::patient(&pool, &store, &keys, &site, &patient, &by).await?;
+            println!(
+                "erased {} studies, {} photos, {} results, {} review items and {} objects{}",
+                r.rows.studies,
+                r.rows.images,
+                r.rows.results,
+                r.rows.review_items,
+                r.objects_removed,
+                if r.rows.studies == 0 { " (no study of this person at this site)" } else { "" }
+            );
+        }
+        Admin::Pseudonym { keys, site, patient } => {
+            keys.validate().map_err(anyhow::Error::msg)?;
+            anyhow::ensure!(keys.key.is_some(), "FUNDUS_PSEUDONYM_KEY is not set: references are stored as sent");
+            println!("{}", keys.stored(&site, &patient));
         }
         Admin::Sweep { db, store, min_age } => {
             let pool = pool(&db).await?;

@@ -71,6 +71,7 @@ async fn review_in(a: &ReviewBenchArgs, url: &str) -> anyhow::Result<()> {
         max_buffered_bytes: 256 << 20,
         // The load generator is one client address: no per-client rate.
         guard: ingest::guard::GuardArgs { client_rate: 0.0, ..Default::default() },
+        pseudonym: Default::default(),
         review: review::Config::default(),
     };
     cfg.store.store_url = format!("{}/bench-review-{}", a.store.store_url.trim_end_matches('/'), std::process::id());

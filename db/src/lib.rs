@@ -4,6 +4,7 @@
 
 pub mod access;
 pub mod batches;
+pub mod erase;
 pub mod images;
 pub mod mesos;
 pub mod queue;

@@ -181,7 +181,7 @@ pub async fn create_study(
         &db::NewStudy {
             site_id: dev.site_id,
             device_id: Some(dev.device_id),
-            patient_ref,
+            patient_ref: &s.config.pseudonym.stored(&dev.site_name, patient_ref),
             captured_at: req.captured_at,
             device_model: req.device_model.as_deref(),
             metadata,

@@ -68,6 +68,8 @@ pub struct Config {
     #[command(flatten)]
     pub guard: crate::guard::GuardArgs,
     #[command(flatten)]
+    pub pseudonym: crate::pseudonym::PseudonymArgs,
+    #[command(flatten)]
     pub review: review::Config,
 }
 

@@ -6,10 +6,12 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod erase;
 pub mod error;
 pub mod guard;
 pub mod metrics;
 pub mod ops;
+pub mod pseudonym;
 pub mod sweep;
 
 use std::sync::Arc;
@@ -49,6 +51,7 @@ impl AppState {
     /// answer 503 until it is back, rather than stopping the server.
     pub fn new(config: Config) -> anyhow::Result<AppState> {
         config.review.validate().map_err(anyhow::Error::msg)?;
+        config.pseudonym.validate().map_err(anyhow::Error::msg)?;
         let db = config.db.connect()?;
         let store = Store::open(&config.store)?;
         let slots = config

@@ -179,6 +179,7 @@ impl Harness {
             sweep_min_age_secs: 3600,
             max_buffered_bytes: 256 << 20,
             guard: ingest::guard::GuardArgs::default(),
+            pseudonym: Default::default(),
             review: review::Config::default(),
         };
         tweak(&mut config);
