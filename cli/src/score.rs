@@ -163,7 +163,7 @@ pub struct BatchArgs {
     manifest: Option<PathBuf>,
     /// Let manifest paths point outside the manifest's folder (absolute
     /// paths, `..`, links out of it); refused by default.
-    #[arg(long, requires = "manifest")]
+    #[arg(long, requires = "manifest", visible_alias = "allow-absolute")]
     allow_outside: bool,
     /// Where report.csv, report.html and summary.json go.
     #[arg(long, default_value = "fundus-data/report")]

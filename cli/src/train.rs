@@ -174,6 +174,7 @@ pub async fn train(a: TrainArgs) -> anyhow::Result<()> {
         best_epoch: trained.best_epoch,
         history: trained.history.clone(),
         created_at: chrono_now(),
+        weights_sha256: Some(model::card::file_sha256(&a.out.join(WEIGHTS_FILE))?),
     };
     card.save(&a.out)?;
     let shown = test.as_ref().unwrap_or(&validation);

@@ -31,6 +31,11 @@ impl ModelSource {
                     .split_once('@')
                     .filter(|(n, a)| !n.is_empty() && !a.is_empty())
                     .with_context(|| format!("model {spec:?}: expected models:/NAME@ALIAS"))?;
+                // The name becomes a folder of the cache.
+                anyhow::ensure!(
+                    name.len() <= 128 && name.bytes().all(|c| c.is_ascii_alphanumeric() || b"._-".contains(&c)) && !name.starts_with('.'),
+                    "model {spec:?}: a registered model name here is letters, digits, '.', '_' and '-', not starting with '.'"
+                );
                 let tracking_uri =
                     tracking_uri.with_context(|| format!("model {spec:?} needs an MLflow tracking URI (--tracking-uri or FUNDUS_MLFLOW_URI)"))?;
                 Ok(ModelSource::Alias { tracking_uri: tracking_uri.into(), name: name.into(), alias: alias.into(), cache: cache.into() })
@@ -61,7 +66,7 @@ impl ModelSource {
         match self {
             ModelSource::Local(_) => Ok(None),
             ModelSource::Alias { tracking_uri, name, alias, .. } => {
-                let c = Client::new(tracking_uri)?;
+                let c = Client::from_env(tracking_uri)?;
                 Ok(Some(c.version_by_alias(name, alias).await.with_context(|| format!("alias {name}@{alias}"))?.version))
             }
         }
@@ -78,8 +83,9 @@ impl ModelSource {
                 source_uri: format!("file://{}", std::fs::canonicalize(dir).unwrap_or(dir.clone()).display()),
             }),
             ModelSource::Alias { tracking_uri, name, alias, cache } => {
-                let c = Client::new(tracking_uri)?;
+                let c = Client::from_env(tracking_uri)?;
                 let mv = c.version_by_alias(name, alias).await.with_context(|| format!("alias {name}@{alias}"))?;
+                loadable(name, alias, &mv)?;
                 let dir = cache.join(name).join(&mv.version);
                 if !dir.join(CARD_FILE).is_file() {
                     let run = c.get_run(&mv.run_id).await.with_context(|| format!("run {} of {name} v{}", mv.run_id, mv.version))?;
@@ -94,6 +100,13 @@ impl ModelSource {
                         c.download_artifact(&run.info, &f.path, &tmp.join(file)).await?;
                     }
                     anyhow::ensure!(tmp.join(CARD_FILE).is_file(), "{name} v{}: no model/{CARD_FILE} among the run's artifacts", mv.version);
+                    // A registered model names its weights by digest; loading checks them.
+                    let card: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(tmp.join(CARD_FILE))?)?;
+                    anyhow::ensure!(
+                        card["weights_sha256"].as_str().is_some_and(|d| d.len() == 64),
+                        "{name} v{}: its {CARD_FILE} has no weights_sha256; register models trained or exported by this version of fundus",
+                        mv.version
+                    );
                     // Rename into place: a crash mid-download leaves only a dot-folder,
                     // and a worker that lost the race uses the winner's copy.
                     if std::fs::rename(&tmp, &dir).is_err() && dir.join(CARD_FILE).is_file() {
@@ -106,6 +119,18 @@ impl ModelSource {
             }
         }
     }
+}
+
+/// What the registry says becomes a path and a model: a version number (a
+/// folder of the cache, so nothing else), and only a version MLflow calls READY.
+fn loadable(name: &str, alias: &str, mv: &mlflow::ModelVersion) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !mv.version.is_empty() && mv.version.len() <= 10 && mv.version.bytes().all(|c| c.is_ascii_digit()),
+        "alias {name}@{alias}: the registry answered version {:?}, not a version number",
+        mv.version
+    );
+    anyhow::ensure!(mv.status == "READY", "alias {name}@{alias}: version {} is {:?}, not READY; not loading it", mv.version, mv.status);
+    Ok(())
 }
 
 /// Loads the model (blocking work on a blocking thread) and, given a
@@ -171,7 +196,7 @@ fn eval_metrics(prefix: &str, e: &model::Evaluation, out: &mut Vec<Metric>) {
 /// Logs a finished training run and registers its model. The run is marked
 /// FAILED if logging its artifacts fails part way.
 pub async fn log_training(tracking_uri: &str, t: &TrainingRun<'_>) -> anyhow::Result<Logged> {
-    let c = Client::new(tracking_uri)?;
+    let c = Client::from_env(tracking_uri)?;
     let exp = c.get_or_create_experiment(t.experiment).await.with_context(|| format!("MLflow at {tracking_uri}"))?;
     let tags = [Tag::new("fundus.model", &t.card.name), Tag::new("mlflow.source.name", "fundus train")];
     let run = c.create_run(&exp.experiment_id, t.run_name, &tags).await?;
@@ -242,5 +267,35 @@ pub async fn log_training(tracking_uri: &str, t: &TrainingRun<'_>) -> anyhow::Re
             let _ = c.finish_run(&id, RunStatus::Failed).await;
             Err(e.context(format!("logging run {id}")))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(v: &str, status: &str) -> mlflow::ModelVersion {
+        serde_json::from_value(serde_json::json!({ "name": "m", "version": v, "status": status })).expect("version")
+    }
+
+    #[test]
+    fn only_ready_numbered_versions_load() {
+        assert!(loadable("m", "a", &version("12", "READY")).is_ok());
+        for bad in ["../../etc", "1/2", "", "12345678901", "1 "] {
+            let e = loadable("m", "a", &version(bad, "READY")).expect_err(bad).to_string();
+            assert!(e.contains("not a version number"), "{e}");
+        }
+        for status in ["PENDING_REGISTRATION", "FAILED_REGISTRATION", ""] {
+            assert!(loadable("m", "a", &version("3", status)).expect_err(status).to_string().contains("not READY"));
+        }
+    }
+
+    #[test]
+    fn registry_names_cannot_leave_the_cache() {
+        let cache = Path::new("/tmp/cache");
+        for bad in ["models:/../x@a", "models:/a/b@c", "models:/.hidden@a"] {
+            assert!(ModelSource::parse(bad, Some("http://127.0.0.1:1"), cache).is_err(), "{bad}");
+        }
+        assert!(ModelSource::parse("models:/fundus-glaucoma@champion", Some("http://127.0.0.1:1"), cache).is_ok());
     }
 }

@@ -14,7 +14,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::time::Instant;
 use tokio_util::io::ReaderStream;
 
-use crate::client::Client;
+use crate::client::{Client, MAX_DOWNLOAD_BYTES, MAX_READ_BYTES};
 use crate::de;
 use crate::error::{Error, Result};
 use crate::tracking::RunInfo;
@@ -111,6 +111,10 @@ impl Client {
     pub async fn download_artifact(&self, run: &RunInfo, artifact_path: &str, dest: &Path) -> Result<u64> {
         let url = self.artifact_url(run, artifact_path)?;
         let resp = self.send(self.http.get(url)).await?;
+        let too_big = || Error::Protocol { endpoint: artifact_path.to_owned(), detail: format!("the artifact is larger than {MAX_DOWNLOAD_BYTES} bytes") };
+        if resp.content_length().is_some_and(|n| n > MAX_DOWNLOAD_BYTES) {
+            return Err(too_big());
+        }
         let partial = partial_path(dest);
         let written = async {
             let mut out = tokio::fs::File::create(&partial).await.map_err(Error::io(&partial))?;
@@ -118,8 +122,11 @@ impl Client {
             let mut n = 0u64;
             while let Some(chunk) = body.next().await {
                 let chunk = chunk.map_err(|e| self.transport_error(e))?;
-                out.write_all(&chunk).await.map_err(Error::io(&partial))?;
                 n += chunk.len() as u64;
+                if n > MAX_DOWNLOAD_BYTES {
+                    return Err(too_big());
+                }
+                out.write_all(&chunk).await.map_err(Error::io(&partial))?;
             }
             out.flush().await.map_err(Error::io(&partial))?;
             Ok::<_, Error>(n)
@@ -150,7 +157,7 @@ impl Client {
     pub async fn read_artifact(&self, run: &RunInfo, artifact_path: &str) -> Result<Vec<u8>> {
         let req = self.http.get(self.artifact_url(run, artifact_path)?).timeout(self.timeouts.request);
         let resp = self.send(req).await?;
-        Ok(resp.bytes().await.map_err(|e| self.transport_error(e))?.to_vec())
+        self.read_capped(resp, MAX_READ_BYTES, artifact_path).await
     }
 
     /// The proxy URL of one artifact, each path segment percent-encoded.

@@ -39,7 +39,7 @@ pub use batch::{
     MAX_ENTITIES_PER_REQUEST, MAX_KEY_CHARS, MAX_METRICS_PER_REQUEST, MAX_PARAM_VALUE_CHARS, MAX_PARAMS_PER_REQUEST,
     MAX_REQUEST_BYTES, MAX_TAG_VALUE_CHARS, MAX_TAGS_PER_REQUEST,
 };
-pub use client::{Client, Timeouts};
+pub use client::{Auth, Client, Timeouts};
 pub use error::{Error, INVALID_PARAMETER_VALUE, RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST, Result};
 pub use registry::ModelVersion;
 pub use tracking::{Experiment, Metric, Param, Run, RunData, RunInfo, RunPage, RunSearch, RunStatus, Tag, now_ms};

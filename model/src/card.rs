@@ -45,6 +45,9 @@ pub struct ModelCard {
     pub test: Option<Evaluation>,
     /// SHA-256 over the sorted (file name, size, labels) of the training data.
     pub data_fingerprint: String,
+    /// SHA-256 of the weights file: loading refuses weights that differ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights_sha256: Option<String>,
     pub best_epoch: usize,
     pub history: Vec<EpochLog>,
     pub created_at: String,
@@ -68,6 +71,14 @@ pub(crate) fn read_card<T: serde::de::DeserializeOwned>(dir: &Path) -> Result<(T
     let text = std::fs::read_to_string(&path).map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
     let card = serde_json::from_str(&text).map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
     Ok((card, text))
+}
+
+/// SHA-256 of a file, in hex.
+pub fn file_sha256(path: &Path) -> Result<String, Error> {
+    let mut f = std::fs::File::open(path).map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
+    let mut h = Sha256::new();
+    std::io::copy(&mut f, &mut h)?;
+    Ok(hex::encode(h.finalize()))
 }
 
 pub fn fingerprint(samples: &[Sample]) -> String {

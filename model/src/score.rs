@@ -43,6 +43,9 @@ pub struct InferenceCard {
     /// The TorchScript file, relative to the card (`model.pt` when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<String>,
+    /// SHA-256 of the weights file; when present, other weights are refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weights_sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -116,6 +119,15 @@ impl Scorer {
             }
             Some(other) => return Err(Error::Data(format!("{}: unknown format {other:?}", card_path.display()))),
         };
+        if let Some(want) = &card.weights_sha256 {
+            let got = crate::card::file_sha256(&weights)?;
+            if !got.eq_ignore_ascii_case(want) {
+                return Err(Error::Data(format!(
+                    "{}: SHA-256 {got} is not the {want} its card names; refusing to load other weights",
+                    weights.display()
+                )));
+            }
+        }
         Ok(Scorer { loaded, digest: model_digest(&weights, &text)?, card, device, kind })
     }
 
@@ -183,6 +195,7 @@ pub fn write_untrained(dir: &Path, arch: Arch, size: u32, threshold: f32, seed: 
         train: Some(TrainHead { arch }),
         arch: None,
         weights: None,
+        weights_sha256: Some(crate::card::file_sha256(&dir.join(WEIGHTS_FILE))?),
     };
     std::fs::write(dir.join(CARD_FILE), serde_json::to_string_pretty(&card)?)?;
     Ok(())
@@ -220,6 +233,7 @@ pub fn export_torchscript(model_dir: &Path, out: &Path) -> Result<PathBuf, Error
         train: None,
         arch: serde_json::to_value(arch)?.as_str().map(str::to_owned),
         weights: Some(SCRIPT_FILE.into()),
+        weights_sha256: Some(crate::card::file_sha256(&path)?),
     };
     std::fs::write(out.join(CARD_FILE), serde_json::to_string_pretty(&short)?)?;
     Ok(path)
@@ -272,6 +286,19 @@ pub fn import_trunk(vs: &mut nn::VarStore, file: &Path) -> Result<usize, Error> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn weights_that_differ_from_the_card_are_refused() {
+        let dir = std::env::temp_dir().join(format!("fundus-weights-{}", std::process::id()));
+        write_untrained(&dir, Arch::Small, 64, 0.5, 1).expect("model");
+        Scorer::load(&dir, Device::Cpu, Precision::F32).expect("loads as written");
+        // Other weights of the same shape, as a swapped or corrupted file would be.
+        write_untrained(&dir.join("other"), Arch::Small, 64, 0.5, 2).expect("other");
+        std::fs::copy(dir.join("other").join(WEIGHTS_FILE), dir.join(WEIGHTS_FILE)).expect("swap");
+        let err = Scorer::load(&dir, Device::Cpu, Precision::F32).err().expect("refused").to_string();
+        assert!(err.contains("refusing to load other weights"), "{err}");
+        std::fs::remove_dir_all(&dir).expect("clean up");
+    }
 
     /// The bf16 path (the default on a GPU) runs and agrees with f32; here on
     /// the CPU, where libtorch has bf16 kernels too.
