@@ -1,6 +1,8 @@
 -- Leases that ran out (a worker died or stalled) go back to the queue; a job
 -- that has used up its attempts is dead-lettered, its photo marked failed and
--- sent to review as 'scoring_failed'.
+-- sent to review as 'scoring_failed'. A lease that ran out while the database
+-- was down is not the worker's fault: for $1 seconds (a lease) after the
+-- database starts, its holder may still renew it, so an outage costs no attempt.
 WITH expired AS (
     UPDATE jobs SET
         state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'queued' END,
@@ -8,7 +10,8 @@ WITH expired AS (
                           THEN 'lease expired on attempt ' || attempts || ' (' || coalesce(locked_by, '?') || ')'
                           ELSE last_error END,
         locked_by = NULL, lease_until = NULL, run_at = now(), updated_at = now()
-    WHERE state = 'running' AND lease_until < now()
+    WHERE state = 'running'
+      AND greatest(lease_until, pg_postmaster_start_time() + make_interval(secs => $1::float8)) < now()
     RETURNING image_id, state
 ), failed AS (
     UPDATE images i SET status = 'failed'

@@ -50,8 +50,10 @@ pub struct Outcome<'a> {
 
 /// Puts jobs with expired leases back (or dead-letters them). Returns
 /// (requeued, dead).
-pub async fn reclaim_expired(pool: &PgPool) -> Result<(i64, i64)> {
-    let r = sqlx::query_file!("queries/queue_reclaim_expired.sql").fetch_one(pool).await?;
+/// Requeues (or dead-letters) the jobs whose leases ran out; within
+/// `lease_secs` of the database's start, only leases that ran out since.
+pub async fn reclaim_expired(pool: &PgPool, lease_secs: f64) -> Result<(i64, i64)> {
+    let r = sqlx::query_file!("queries/queue_reclaim_expired.sql", lease_secs).fetch_one(pool).await?;
     Ok((r.requeued, r.dead))
 }
 

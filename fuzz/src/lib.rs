@@ -20,7 +20,7 @@ pub fn photo(data: &[u8], format: imaging::Format) {
     }
     let Ok(found) = imaging::inspect(data, format, LIMITS) else { return };
     let out = imaging::deidentify(data, format).expect("a photo that inspects cleanly must de-identify");
-    assert_eq!(imaging::deidentify(&out, format).as_deref().ok(), Some(&out[..]), "de-identification is not idempotent");
+    assert!(imaging::deidentify(&out, format).as_deref().ok() == Some(&out[..]), "de-identification is not idempotent");
     let again = imaging::inspect(&out, format, LIMITS).expect("a de-identified photo must still inspect");
     assert_eq!((again.width, again.height), (found.width, found.height));
 }

@@ -204,7 +204,12 @@ fn derived_uid(uid: &str) -> String {
     format!("2.25.{n}")
 }
 
-fn scrub(obj: &mut InMemDicomObject) {
+/// Recorded in De-identification Method: a file that carries it was made by
+/// `deidentify`, and its UIDs are already derived ones (so that a second
+/// pass changes nothing).
+const METHOD: &str = "PS3.15 Annex E basic profile (Fundus)";
+
+fn scrub(obj: &mut InMemDicomObject, replace_uids: bool) {
     // Private groups (odd group numbers), curves (50xx) and overlays (60xx).
     obj.retain(|e| {
         let g = e.tag().group();
@@ -221,6 +226,7 @@ fn scrub(obj: &mut InMemDicomObject) {
                 let vr = e.vr();
                 obj.put(DataElement::new(tag, vr, PrimitiveValue::Empty));
             }
+            Uid if !replace_uids => {}
             Uid => {
                 let new = e.to_str().map(|s| derived_uid(&s)).unwrap_or_else(|_| derived_uid(""));
                 obj.put(DataElement::new(tag, VR::UI, PrimitiveValue::from(new)));
@@ -231,7 +237,7 @@ fn scrub(obj: &mut InMemDicomObject) {
     for tag in sequences {
         obj.update_value(tag, |v| {
             if let Value::Sequence(seq) = v {
-                seq.items_mut().iter_mut().for_each(scrub);
+                seq.items_mut().iter_mut().for_each(|item| scrub(item, replace_uids));
             }
         });
     }
@@ -242,9 +248,10 @@ fn dicom(b: &[u8]) -> Result<Vec<u8>, Reject> {
         .read_preamble(ReadPreamble::Always)
         .from_reader(b)
         .map_err(|e| Reject::Corrupt(format!("DICOM parser: {e}")))?;
-    scrub(&mut file);
+    let ours = file.get(Tag(0x0012, 0x0063)).and_then(|e| e.to_str().ok()).is_some_and(|m| m.trim_end_matches(['\0', ' ']) == METHOD);
+    scrub(&mut file, !ours);
     file.put(DataElement::new(Tag(0x0012, 0x0062), VR::CS, PrimitiveValue::from("YES")));
-    file.put(DataElement::new(Tag(0x0012, 0x0063), VR::LO, PrimitiveValue::from("PS3.15 Annex E basic profile (Fundus)")));
+    file.put(DataElement::new(Tag(0x0012, 0x0063), VR::LO, PrimitiveValue::from(METHOD)));
     let sop = file.get(Tag(0x0008, 0x0018)).and_then(|e| e.to_str().ok()).map(|s| s.into_owned());
     file.update_meta(|m| {
         if let Some(s) = sop {
@@ -435,6 +442,7 @@ mod tests {
         let (a, b) = (crate::decode_rgb(&original, Format::Dicom).expect("a"), crate::decode_rgb(&out, Format::Dicom).expect("b"));
         assert_eq!(a.as_raw(), b.as_raw(), "pixels are untouched");
         assert_eq!(deidentify(&original, Format::Dicom).expect("same"), out, "deterministic");
+        assert!(deidentify(&out, Format::Dicom).expect("again") == out, "a second pass changes nothing");
     }
 
     #[test]

@@ -211,7 +211,7 @@ pub async fn run(
         }
         if last_reclaim.elapsed() >= cfg.poll {
             last_reclaim = Instant::now();
-            match queue::reclaim_expired(&pool).await {
+            match queue::reclaim_expired(&pool, cfg.lease.as_secs_f64()).await {
                 Ok((0, 0)) => {}
                 Ok((requeued, dead)) => tracing::warn!(requeued, dead, "expired leases put back"),
                 Err(e) => tracing::warn!(error = %e, "reclaiming expired leases"),

@@ -80,6 +80,24 @@ async fn only_the_holder_finishes_and_a_result_is_written_once() {
     assert_eq!(state(&h, &job).await, ("done".into(), 1));
 }
 
+/// A lease that ran out while the database was down may be renewed by its
+/// holder for a lease after the database starts: the outage costs no attempt.
+#[tokio::test]
+async fn leases_that_ran_out_during_an_outage_wait_a_lease_after_the_database_starts() {
+    let h = Harness::start(&Stack::shared()).await;
+    photos(&h, 1).await;
+    let job = queue::claim(&h.pool, "a", 1, 30.0).await.expect("claim").remove(0);
+    expire(&h, &job).await;
+    let up: f64 = sqlx::query_scalar("SELECT extract(epoch FROM now() - pg_postmaster_start_time())::float8").fetch_one(&h.pool).await.expect("uptime");
+    // A lease longer than the database has been up: still the holder's.
+    assert_eq!(queue::reclaim_expired(&h.pool, up + 3600.0).await.expect("reclaim"), (0, 0));
+    assert_eq!(state(&h, &job).await, ("running".into(), 1));
+    assert_eq!(queue::heartbeat(&h.pool, "a", &[job.id], 30.0).await.expect("renew"), vec![job.id], "the holder renews it");
+    expire(&h, &job).await;
+    // A database up for longer than a lease: reclaimed.
+    assert_eq!(queue::reclaim_expired(&h.pool, (up - 1.0).max(0.0)).await.expect("reclaim"), (1, 0));
+}
+
 #[tokio::test]
 async fn expired_leases_go_back_then_dead_letter_on_the_last_attempt() {
     let h = Harness::start(&Stack::shared()).await;
@@ -88,7 +106,7 @@ async fn expired_leases_go_back_then_dead_letter_on_the_last_attempt() {
     sqlx::query("UPDATE jobs SET max_attempts = 2").execute(&h.pool).await.expect("max attempts");
     let first = queue::claim(&h.pool, "a", 1, 30.0).await.expect("claim").remove(0);
     expire(&h, &first).await;
-    assert_eq!(queue::reclaim_expired(&h.pool).await.expect("reclaim"), (1, 0));
+    assert_eq!(queue::reclaim_expired(&h.pool, 0.0).await.expect("reclaim"), (1, 0));
     assert_eq!(state(&h, &first).await, ("queued".into(), 1));
     let v2 = queue::model_version(&h.pool, "m", "2", None, "file:///m", 0.5, &serde_json::json!({}), "d2").await.expect("v2");
     let second = queue::claim(&h.pool, "b", 1, 30.0).await.expect("claim").remove(0);
@@ -96,7 +114,7 @@ async fn expired_leases_go_back_then_dead_letter_on_the_last_attempt() {
     // Claimed again by b: a's completion is refused.
     assert!(!queue::finish(&h.pool, &first, "a", &outcome(v)).await.expect("finish"));
     expire(&h, &second).await;
-    assert_eq!(queue::reclaim_expired(&h.pool).await.expect("reclaim"), (1, 1));
+    assert_eq!(queue::reclaim_expired(&h.pool, 0.0).await.expect("reclaim"), (1, 1));
     let (st, err): (String, Option<String>) =
         sqlx::query_as("SELECT state, last_error FROM jobs WHERE id = $1").bind(second.id).fetch_one(&h.pool).await.expect("job");
     assert_eq!(st, "dead");
@@ -136,7 +154,7 @@ async fn a_holder_whose_lease_ran_out_completes_if_nobody_claimed_since() {
     let v = version(&h).await;
     let job = queue::claim(&h.pool, "a", 1, 30.0).await.expect("claim").remove(0);
     expire(&h, &job).await;
-    assert_eq!(queue::reclaim_expired(&h.pool).await.expect("reclaim"), (1, 0));
+    assert_eq!(queue::reclaim_expired(&h.pool, 0.0).await.expect("reclaim"), (1, 0));
     // An outage outlived the lease; the work is done and nobody took the job since.
     assert!(queue::finish(&h.pool, &job, "a", &outcome(v)).await.expect("finish"));
     assert_eq!(state(&h, &job).await, ("done".into(), 1));
