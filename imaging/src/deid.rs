@@ -19,7 +19,7 @@
 use dicom_core::value::{PrimitiveValue, Value};
 use dicom_core::header::Header as _;
 use dicom_core::{DataElement, Tag, VR};
-use dicom_object::{InMemDicomObject, OpenFileOptions, file::ReadPreamble};
+use dicom_object::InMemDicomObject;
 use sha2::{Digest, Sha256};
 
 use crate::container::{self, Format, sniff};
@@ -244,10 +244,7 @@ fn scrub(obj: &mut InMemDicomObject, replace_uids: bool) {
 }
 
 fn dicom(b: &[u8]) -> Result<Vec<u8>, Reject> {
-    let mut file = OpenFileOptions::new()
-        .read_preamble(ReadPreamble::Always)
-        .from_reader(b)
-        .map_err(|e| Reject::Corrupt(format!("DICOM parser: {e}")))?;
+    let mut file = crate::dicom::parse(b)?;
     let ours = file.get(Tag(0x0012, 0x0063)).and_then(|e| e.to_str().ok()).is_some_and(|m| m.trim_end_matches(['\0', ' ']) == METHOD);
     scrub(&mut file, !ours);
     file.put(DataElement::new(Tag(0x0012, 0x0062), VR::CS, PrimitiveValue::from("YES")));
@@ -271,6 +268,7 @@ fn dicom(b: &[u8]) -> Result<Vec<u8>, Reject> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use dicom_object::{OpenFileOptions, file::ReadPreamble};
 
     fn jpeg_with(segments: &[(u8, &[u8])]) -> Vec<u8> {
         let img = image::RgbImage::from_fn(64, 48, |x, y| image::Rgb([(x * 4) as u8, (y * 5) as u8, 90]));

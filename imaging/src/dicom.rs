@@ -9,7 +9,77 @@ use image::RgbImage;
 use crate::container::Header;
 use crate::inspect::Reject;
 
-fn parse(bytes: &[u8]) -> Result<DefaultDicomObject, Reject> {
+/// Explicit-VR value representations with a 4-byte length.
+const LONG_VRS: [&[u8; 2]; 13] = [b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN", b"UR", b"UT", b"UV"];
+/// The other value representations, with a 2-byte length.
+const SHORT_VRS: [&[u8; 2]; 21] = [
+    b"AE", b"AS", b"AT", b"CS", b"DA", b"DS", b"DT", b"FL", b"FD", b"IS", b"LO", b"LT", b"PN", b"SH", b"SL", b"SS", b"ST", b"TM", b"UI", b"UL", b"US",
+];
+const UNDEFINED: u32 = 0xFFFF_FFFF;
+
+/// Walks every element header of a Part 10 file (meta group and data set,
+/// explicit or implicit VR little endian) and refuses a declared length
+/// longer than the bytes that follow it. The parser allocates a value's
+/// buffer by its declared length before reading it, so without this a
+/// 10 kB file could make it allocate gigabytes (found by fuzzing).
+fn check_lengths(b: &[u8]) -> Result<(), Reject> {
+    let corrupt = |what: String| Reject::Corrupt(format!("DICOM: {what}"));
+    let u16_at = |i: usize| b.get(i..i + 2).map(|x| u16::from_le_bytes([x[0], x[1]]));
+    let u32_at = |i: usize| b.get(i..i + 4).map(|x| u32::from_le_bytes([x[0], x[1], x[2], x[3]]));
+    let mut i = 132;
+    let mut explicit = true;
+    let mut in_meta = true;
+    while i < b.len() {
+        let (group, element) = match (u16_at(i), u16_at(i + 2)) {
+            (Some(g), Some(e)) => (g, e),
+            _ => return Err(Reject::Truncated("DICOM ends inside an element header".into())),
+        };
+        if in_meta && group != 0x0002 {
+            in_meta = false;
+            // The transfer syntax was read with the meta group.
+        }
+        // Items and delimiters (FFFE,xxxx) always have a 4-byte length, no VR.
+        let (len, header) = if group == 0xFFFE {
+            (u32_at(i + 4), 8)
+        } else if explicit || in_meta {
+            let vr: [u8; 2] = b.get(i + 4..i + 6).and_then(|v| v.try_into().ok()).ok_or_else(|| Reject::Truncated("DICOM ends inside an element header".into()))?;
+            if LONG_VRS.contains(&&vr) {
+                (u32_at(i + 8), 12)
+            } else if SHORT_VRS.contains(&&vr) {
+                (u16_at(i + 6).map(u32::from), 8)
+            } else {
+                // A parser would have to guess its length field; refuse.
+                return Err(corrupt(format!("element ({group:04X},{element:04X}) has no known value representation ({:?})", String::from_utf8_lossy(&vr))));
+            }
+        } else {
+            (u32_at(i + 4), 8)
+        };
+        let len = len.ok_or_else(|| Reject::Truncated("DICOM ends inside an element header".into()))?;
+        let start = i + header;
+        if len == UNDEFINED || (group == 0xFFFE && element == 0xE000) {
+            // A sequence, an item or encapsulated pixel data: walk into it.
+            i = start;
+            continue;
+        }
+        let end = start.checked_add(len as usize).filter(|&e| e <= b.len()).ok_or_else(|| {
+            corrupt(format!("element ({group:04X},{element:04X}) claims {len} bytes, but {} follow", b.len().saturating_sub(start)))
+        })?;
+        if in_meta && element == 0x0010 {
+            let ts = String::from_utf8_lossy(&b[start..end]).trim_end_matches(['\0', ' ']).to_owned();
+            explicit = match ts.as_str() {
+                "1.2.840.10008.1.2" => false,
+                // Deflated and big-endian data sets cannot be walked here, nor decoded below.
+                "1.2.840.10008.1.2.1.99" | "1.2.840.10008.1.2.2" => return Err(Reject::DicomUnsupported(format!("transfer syntax {ts}"))),
+                _ => true,
+            };
+        }
+        i = end;
+    }
+    Ok(())
+}
+
+pub(crate) fn parse(bytes: &[u8]) -> Result<DefaultDicomObject, Reject> {
+    check_lengths(bytes)?;
     OpenFileOptions::new()
         .read_preamble(ReadPreamble::Always)
         .from_reader(bytes)

@@ -6,7 +6,7 @@
 mod container;
 mod decode;
 mod deid;
-mod dicom;
+pub(crate) mod dicom;
 pub mod exif;
 mod fov;
 mod inspect;
