@@ -38,6 +38,10 @@ pub enum Bench {
     /// The Mesos scaling policy against a simulated cluster through a day,
     /// beside static pools.
     MesosSim(cluster::sim::SimArgs),
+    /// A batch screened by two workers while one is SIGKILLed every 20 s,
+    /// Postgres and the store restarted once each: every photo scored
+    /// exactly once, nothing dead, nothing orphaned.
+    Soak(crate::bench_soak::SoakArgs),
 }
 
 #[derive(clap::Args)]
@@ -82,6 +86,7 @@ pub async fn run(b: Bench) -> anyhow::Result<()> {
         Bench::Queue(a) => crate::bench_score::queue(a).await,
         Bench::Review(a) => crate::bench_review::review(a).await,
         Bench::MesosSim(a) => cluster::sim::run(&a),
+        Bench::Soak(a) => crate::bench_soak::soak(a).await,
     }
 }
 

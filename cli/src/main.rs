@@ -6,6 +6,7 @@ mod bench;
 mod bench_preprocess;
 mod bench_review;
 mod bench_score;
+mod bench_soak;
 mod score;
 mod train;
 

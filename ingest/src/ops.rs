@@ -16,6 +16,8 @@ pub async fn healthz() -> &'static str {
 #[derive(Debug, Clone, Copy)]
 pub struct Probe {
     at: std::time::Instant,
+    /// When it was taken, for the answer.
+    taken: chrono::DateTime<chrono::Utc>,
     db: bool,
     store: bool,
 }
@@ -32,7 +34,7 @@ pub async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
         Some(p) if p.at.elapsed() < PROBE_TTL => p,
         _ => {
             let (db, store) = tokio::join!(db::ping(&s.db), s.store.ping());
-            let p = Probe { at: std::time::Instant::now(), db, store };
+            let p = Probe { at: std::time::Instant::now(), taken: chrono::Utc::now(), db, store };
             *last = Some(p);
             p
         }
@@ -41,7 +43,8 @@ pub async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     let (db_ok, store_ok) = (p.db, p.store);
     let status = if db_ok && store_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let word = |ok: bool| if ok { "ok" } else { "unavailable" };
-    (status, Json(serde_json::json!({ "database": word(db_ok), "store": word(store_ok) })))
+    let probed_at = p.taken.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    (status, Json(serde_json::json!({ "database": word(db_ok), "store": word(store_ok), "probed_at": probed_at })))
 }
 
 pub async fn metrics(State(s): State<AppState>) -> impl IntoResponse {

@@ -42,17 +42,18 @@ impl Decoder {
 
     pub fn next(&mut self) -> Result<Option<Bytes>, FrameError> {
         if self.want.is_none() {
-            let Some(nl) = self.buf.iter().position(|&b| b == b'\n') else {
-                if self.buf.len() > MAX_DIGITS {
-                    return Err(FrameError::BadLength(String::from_utf8_lossy(&self.buf[..MAX_DIGITS]).into_owned()));
-                }
-                return Ok(None);
+            // A prefix is digits and a newline: refused at its first wrong
+            // byte, so what is refused (and said) never depends on where
+            // the chunks were cut (found by fuzzing).
+            let bad = |upto: usize| Err(FrameError::BadLength(String::from_utf8_lossy(&self.buf[..upto]).into_owned()));
+            let nl = match self.buf.iter().position(|b| !b.is_ascii_digit()) {
+                None if self.buf.len() > MAX_DIGITS => return bad(MAX_DIGITS + 1),
+                None => return Ok(None),
+                Some(i) if i > MAX_DIGITS => return bad(MAX_DIGITS + 1),
+                Some(i) if i == 0 || self.buf[i] != b'\n' => return bad(i + 1),
+                Some(i) => i,
             };
-            let digits = &self.buf[..nl];
-            let text = String::from_utf8_lossy(digits).into_owned();
-            if digits.is_empty() || digits.len() > MAX_DIGITS || !digits.iter().all(u8::is_ascii_digit) {
-                return Err(FrameError::BadLength(text));
-            }
+            let text = String::from_utf8_lossy(&self.buf[..nl]).into_owned();
             let n: usize = text.parse().map_err(|_| FrameError::BadLength(text.clone()))?;
             if n == 0 {
                 return Err(FrameError::BadLength(text));
@@ -99,6 +100,43 @@ mod tests {
         while let Some(r) = d.next().expect("valid stream") {
             out.push(r.to_vec());
         }
+    }
+
+    /// Everything `data` decodes to, fed in chunks of `size`.
+    fn outcome(data: &[u8], size: usize) -> Vec<Result<Vec<u8>, FrameError>> {
+        let mut d = Decoder::new(4096);
+        let mut out = Vec::new();
+        for c in data.chunks(size) {
+            d.push(c);
+            loop {
+                match d.next() {
+                    Ok(Some(r)) => out.push(Ok(r.to_vec())),
+                    Ok(None) => break,
+                    Err(e) => {
+                        out.push(Err(e));
+                        return out;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// A fuzzing finding: a bad prefix was refused with a message that
+    /// depended on the chunking, and only once a newline or 21 bytes came.
+    #[test]
+    fn a_bad_prefix_is_refused_at_its_first_wrong_byte_however_the_stream_is_cut() {
+        let data = b"21*{\"type\":\"SUBSCRIBED\"}20\n{\"type\":\"HEARTBEAT\"}0\n";
+        for size in 1..=data.len() {
+            assert_eq!(outcome(data, size), vec![Err(FrameError::BadLength("21*".into()))], "chunks of {size}");
+        }
+        let long = b"1234567890123456789012\n";
+        for size in 1..=long.len() {
+            assert_eq!(outcome(long, size), vec![Err(FrameError::BadLength("123456789012345678901".into()))], "chunks of {size}");
+        }
+        let mut d = Decoder::new(4096);
+        d.push(b"x");
+        assert!(d.next().is_err(), "garbage is refused at once, without waiting for a newline");
     }
 
     #[test]
