@@ -30,14 +30,20 @@ fn dicom_files_with_impossible_element_headers_are_refused_before_parsing() {
     assert!(n >= 16, "{n} findings");
 }
 
+/// Every finding, as every declared type: an answer, never a panic; and
+/// what de-identifies is a fixed point that still inspects (six DICOM files
+/// had meta groups that read once but not after rewriting).
 #[test]
-fn every_finding_is_answered_for_every_declared_type() {
+fn every_finding_is_answered_and_what_is_stored_reads_back() {
     let dir = format!("{}/tests/fuzz-findings", env!("CARGO_MANIFEST_DIR"));
     for f in std::fs::read_dir(dir).expect("findings") {
-        let b = std::fs::read(f.expect("entry").path()).expect("read");
+        let path = f.expect("entry").path();
+        let b = std::fs::read(&path).expect("read");
         for format in [Format::Jpeg, Format::Png, Format::Dicom] {
             let _ = inspect(&b, format, Limits::default());
-            let _ = deidentify(&b, format);
+            if let Ok(out) = deidentify(&b, format) {
+                assert!(deidentify(&out, format).ok().as_deref() == Some(&out[..]), "{}: not a fixed point", path.display());
+            }
         }
     }
 }
