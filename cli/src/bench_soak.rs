@@ -53,17 +53,10 @@ fn synth_photos(dir: &std::path::Path, n: usize) -> anyhow::Result<PathBuf> {
         .into_par_iter()
         .map(|b| {
             render(&Params {
-                width: 800,
-                height: 600,
                 eye: if b % 2 == 0 { Eye::Left } else { Eye::Right },
                 cdr: 0.3 + 0.5 * b as f32 / BASES as f32,
-                notch: None,
-                pigment: 0.9,
-                fov_scale: 0.95,
-                exposure: 1.0,
-                defect: None,
                 glaucoma: b % 3 == 0,
-                seed: b as u64,
+                ..Params::healthy(800, 600, b as u64)
             })
         })
         .collect();

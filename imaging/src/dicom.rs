@@ -19,7 +19,7 @@ const UNDEFINED: u32 = 0xFFFF_FFFF;
 
 /// Walks every element header of a Part 10 file (meta group and data set,
 /// explicit or implicit VR little endian) and refuses a declared length
-/// longer than the bytes that follow it. The parser allocates a value's
+/// longer than the bytes that follow it, or odd. The parser allocates a value's
 /// buffer by its declared length before reading it, so without this a
 /// 10 kB file could make it allocate gigabytes (found by fuzzing).
 fn check_lengths(b: &[u8]) -> Result<(), Reject> {
@@ -60,6 +60,11 @@ fn check_lengths(b: &[u8]) -> Result<(), Reject> {
             // A sequence, an item or encapsulated pixel data: walk into it.
             i = start;
             continue;
+        }
+        // Values have even lengths (PS3.5 7.1.1); a parser that rounds an
+        // odd one up reads everything after it out of step.
+        if len % 2 == 1 {
+            return Err(corrupt(format!("element ({group:04X},{element:04X}) has an odd length ({len})")));
         }
         let end = start.checked_add(len as usize).filter(|&e| e <= b.len()).ok_or_else(|| {
             corrupt(format!("element ({group:04X},{element:04X}) claims {len} bytes, but {} follow", b.len().saturating_sub(start)))

@@ -82,6 +82,24 @@ pub struct Params {
 }
 
 impl Params {
+    /// A healthy left eye (cup-to-disc ratio 0.5), well exposed, with the
+    /// whole field of view in frame: the plain photo tests and tools start from.
+    pub fn healthy(width: u32, height: u32, seed: u64) -> Params {
+        Params {
+            width,
+            height,
+            eye: Eye::Left,
+            cdr: 0.5,
+            notch: None,
+            pigment: 0.9,
+            fov_scale: 0.95,
+            exposure: 1.0,
+            defect: None,
+            glaucoma: false,
+            seed,
+        }
+    }
+
     /// Draws a photo's parameters: ~45% glaucomatous discs, ~15% ungradable.
     pub fn sample(rng: &mut impl Rng, sizes: &[(u32, u32)]) -> Params {
         let (width, height) = sizes[rng.random_range(0..sizes.len())];

@@ -4,22 +4,10 @@
 use std::path::PathBuf;
 
 use image::RgbImage;
-use imaging::synth::{Eye, Params, render, to_jpeg};
+use imaging::synth::{Params, render, to_jpeg};
 
 pub fn fundus(width: u32, height: u32, seed: u64) -> RgbImage {
-    render(&Params {
-        width,
-        height,
-        eye: Eye::Left,
-        cdr: 0.5,
-        notch: None,
-        pigment: 0.9,
-        fov_scale: 0.95,
-        exposure: 1.0,
-        defect: None,
-        glaucoma: false,
-        seed,
-    })
+    render(&Params::healthy(width, height, seed))
 }
 
 pub fn jpeg(width: u32, height: u32, seed: u64) -> Vec<u8> {

@@ -178,7 +178,10 @@ impl Harness {
             sweep_interval_secs: 0,
             sweep_min_age_secs: 3600,
             max_buffered_bytes: 256 << 20,
-            guard: ingest::guard::GuardArgs::default(),
+            // Every test's clients share 127.0.0.1, and some tests walk a
+            // route matrix in a burst: no per-address rate here.
+            // tests/tests/limits.rs turns it on.
+            guard: ingest::guard::GuardArgs { client_rate: 0.0, ..Default::default() },
             pseudonym: Default::default(),
             review: review::Config::default(),
         };

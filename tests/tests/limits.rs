@@ -12,7 +12,7 @@ use tests::{Harness, Stack, fixtures};
 async fn a_flood_of_made_up_tokens_neither_reaches_the_database_nor_stops_a_real_device() {
     let stack = Stack::shared();
     // Lookups may hold two of the pool's eight connections.
-    let h = Harness::start_with(&stack, |c| c.guard.auth_lookups = 2).await;
+    let h = Harness::start_with(&stack, |c| c.guard = ingest::guard::GuardArgs { auth_lookups: 2, ..Default::default() }).await;
     let token = h.device("clinic-a").await;
     let study = h.study(&token).await;
     // The attacker comes from another address (loopback has all of 127/8).

@@ -15,19 +15,7 @@ fn write(dir: &Path, target: &str, name: &str, bytes: &[u8]) {
 fn main() {
     let dir = std::env::args_os().nth(1).expect("usage: seeds DIR");
     let dir = Path::new(&dir);
-    let img = imaging::synth::render(&imaging::synth::Params {
-        width: 64,
-        height: 48,
-        eye: imaging::synth::Eye::Left,
-        cdr: 0.5,
-        notch: None,
-        pigment: 0.9,
-        fov_scale: 0.95,
-        exposure: 1.0,
-        defect: None,
-        glaucoma: false,
-        seed: 1,
-    });
+    let img = imaging::synth::render(&imaging::synth::Params::healthy(64, 48, 1));
     let jpeg = imaging::synth::to_jpeg(&img, 80);
     let exif = imaging::exif::with_orientation(&jpeg, 6);
     let mut mpf = jpeg[..2].to_vec();
