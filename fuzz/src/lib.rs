@@ -19,7 +19,13 @@ pub fn photo(data: &[u8], format: imaging::Format) {
         return;
     }
     let Ok(found) = imaging::inspect(data, format, LIMITS) else { return };
-    let out = imaging::deidentify(data, format).expect("a photo that inspects cleanly must de-identify");
+    // A DICOM file whose rewrite does not read back is refused; anything
+    // else that inspects cleanly must de-identify.
+    let out = match imaging::deidentify(data, format) {
+        Ok(out) => out,
+        Err(imaging::Reject::Corrupt(m)) if m.contains("does not read back") => return,
+        Err(e) => panic!("a photo that inspects cleanly must de-identify: {e:?}"),
+    };
     assert!(imaging::deidentify(&out, format).as_deref().ok() == Some(&out[..]), "de-identification is not idempotent");
     let again = imaging::inspect(&out, format, LIMITS).expect("a de-identified photo must still inspect");
     assert_eq!((again.width, again.height), (found.width, found.height));

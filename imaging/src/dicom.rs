@@ -39,6 +39,7 @@ fn check_lengths(b: &[u8]) -> Result<(), Reject> {
             // The transfer syntax was read with the meta group.
         }
         // Items and delimiters (FFFE,xxxx) always have a 4-byte length, no VR.
+        let mut uid = false;
         let (len, header) = if group == 0xFFFE {
             (u32_at(i + 4), 8)
         } else if explicit || in_meta {
@@ -46,6 +47,7 @@ fn check_lengths(b: &[u8]) -> Result<(), Reject> {
             if LONG_VRS.contains(&&vr) {
                 (u32_at(i + 8), 12)
             } else if SHORT_VRS.contains(&&vr) {
+                uid = &vr == b"UI";
                 (u16_at(i + 6).map(u32::from), 8)
             } else {
                 // A parser would have to guess its length field; refuse.
@@ -69,6 +71,12 @@ fn check_lengths(b: &[u8]) -> Result<(), Reject> {
         let end = start.checked_add(len as usize).filter(|&e| e <= b.len()).ok_or_else(|| {
             corrupt(format!("element ({group:04X},{element:04X}) claims {len} bytes, but {} follow", b.len().saturating_sub(start)))
         })?;
+        // A UID is digits and dots (NUL-padded); the parser rewrites others
+        // differently on each pass (found by fuzzing).
+        let value = &b[start..end];
+        if uid && !value.iter().rev().skip_while(|&&c| c == 0).all(|&c| c.is_ascii_digit() || c == b'.') {
+            return Err(corrupt(format!("element ({group:04X},{element:04X}) is not a UID: {:?}", String::from_utf8_lossy(value))));
+        }
         if in_meta && element == 0x0010 {
             let ts = String::from_utf8_lossy(&b[start..end]).trim_end_matches(['\0', ' ']).to_owned();
             explicit = match ts.as_str() {
