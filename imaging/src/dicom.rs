@@ -40,6 +40,7 @@ fn check_lengths(b: &[u8]) -> Result<(), Reject> {
         }
         // Items and delimiters (FFFE,xxxx) always have a 4-byte length, no VR.
         let mut uid = false;
+        let mut unit = 1u32;
         let (len, header) = if group == 0xFFFE {
             (u32_at(i + 4), 8)
         } else if explicit || in_meta {
@@ -48,6 +49,13 @@ fn check_lengths(b: &[u8]) -> Result<(), Reject> {
                 (u32_at(i + 8), 12)
             } else if SHORT_VRS.contains(&&vr) {
                 uid = &vr == b"UI";
+                // Binary values come in whole units.
+                unit = match &vr {
+                    b"US" | b"SS" => 2,
+                    b"UL" | b"SL" | b"FL" | b"AT" => 4,
+                    b"FD" => 8,
+                    _ => 1,
+                };
                 (u16_at(i + 6).map(u32::from), 8)
             } else {
                 // A parser would have to guess its length field; refuse.
@@ -65,8 +73,8 @@ fn check_lengths(b: &[u8]) -> Result<(), Reject> {
         }
         // Values have even lengths (PS3.5 7.1.1); a parser that rounds an
         // odd one up reads everything after it out of step.
-        if len % 2 == 1 {
-            return Err(corrupt(format!("element ({group:04X},{element:04X}) has an odd length ({len})")));
+        if len % 2 == 1 || len % unit != 0 {
+            return Err(corrupt(format!("element ({group:04X},{element:04X}) has a length of {len}, not a whole number of values")));
         }
         let end = start.checked_add(len as usize).filter(|&e| e <= b.len()).ok_or_else(|| {
             corrupt(format!("element ({group:04X},{element:04X}) claims {len} bytes, but {} follow", b.len().saturating_sub(start)))
@@ -113,6 +121,16 @@ fn header_of(obj: &DefaultDicomObject) -> Result<Header, Reject> {
     if obj.element(tags::PIXEL_DATA).is_err() {
         return Err(Reject::DicomNoPixelData);
     }
+    // The pixel description the decoder trusts (it asserts on some of these).
+    let (allocated, stored, samples) = (uint(obj, tags::BITS_ALLOCATED), uint(obj, tags::BITS_STORED), uint(obj, tags::SAMPLES_PER_PIXEL));
+    match (allocated, stored, samples) {
+        (Some(a @ (1 | 8 | 16 | 32)), Some(s), Some(1 | 3 | 4)) if (1..=a).contains(&s) => {}
+        _ => {
+            return Err(Reject::DicomUnsupported(format!(
+                "pixel description: bits allocated {allocated:?}, bits stored {stored:?}, samples per pixel {samples:?}"
+            )));
+        }
+    }
     match (uint(obj, tags::COLUMNS), uint(obj, tags::ROWS)) {
         (Some(w), Some(h)) if w > 0 && h > 0 => Ok(Header { width: w, height: h }),
         _ => Err(Reject::Corrupt("DICOM without Rows and Columns".into())),
@@ -123,11 +141,12 @@ pub fn decode(bytes: &[u8]) -> Result<RgbImage, Reject> {
     let obj = parse(bytes)?;
     header_of(&obj)?;
     let ts = obj.meta().transfer_syntax().trim_end_matches('\0').to_owned();
-    let decoded = obj
-        .decode_pixel_data_frame(0)
-        .map_err(|e| Reject::DicomUnsupported(format!("transfer syntax {ts}: {e}")))?;
-    let img = decoded
-        .to_dynamic_image(0)
-        .map_err(|e| Reject::DicomUnsupported(format!("pixel data of transfer syntax {ts}: {e}")))?;
-    Ok(img.into_rgb8())
+    // The decoder asserts rather than errs on some inputs: a panic in it is
+    // a refusal of the file, never the caller's crash.
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let d = obj.decode_pixel_data_frame(0).map_err(|e| Reject::DicomUnsupported(format!("transfer syntax {ts}: {e}")))?;
+        d.to_dynamic_image(0).map_err(|e| Reject::DicomUnsupported(format!("pixel data of transfer syntax {ts}: {e}")))
+    }))
+    .map_err(|_| Reject::DicomUnsupported(format!("the decoder failed on this pixel data (transfer syntax {ts})")))??;
+    Ok(decoded.into_rgb8())
 }
