@@ -85,6 +85,12 @@ fn check_lengths(b: &[u8]) -> Result<(), Reject> {
         if uid && !value.iter().rev().skip_while(|&&c| c == 0).all(|&c| c.is_ascii_digit() || c == b'.') {
             return Err(corrupt(format!("element ({group:04X},{element:04X}) is not a UID: {:?}", String::from_utf8_lossy(value))));
         }
+        // The meta group is in the default repertoire: its text is ASCII.
+        // (Other bytes are rewritten as U+FFFD, which shifts the group on
+        // each pass; found by fuzzing.)
+        if in_meta && unit == 1 && !matches!(element, 0x0001 | 0x0102) && !value.is_ascii() {
+            return Err(corrupt(format!("file meta element (0002,{element:04X}) is not ASCII")));
+        }
         if in_meta && element == 0x0010 {
             let ts = String::from_utf8_lossy(&b[start..end]).trim_end_matches(['\0', ' ']).to_owned();
             explicit = match ts.as_str() {
