@@ -37,9 +37,11 @@ pub struct ModelArgs {
     /// Photos whose gradability probability is below this are ungradable.
     #[arg(long, default_value_t = 0.5)]
     pub gradable_threshold: f32,
-    /// Non-referable photos this close below the threshold go to review as uncertain.
-    #[arg(long, default_value_t = 0.05)]
-    pub uncertainty_band: f32,
+    /// Non-referable photos whose odds of glaucoma are within this factor of
+    /// the threshold's go to review as uncertain (1: no band). Default: the
+    /// model card's, or 2 for cards without one.
+    #[arg(long)]
+    pub uncertain_odds: Option<f32>,
     /// Fraction of the photos called non-referable that clinicians read anyway,
     /// blinded (the internal QA sample; drawn reproducibly from the image id).
     #[arg(long, env = "FUNDUS_QA_RATE", default_value_t = 0.10)]
@@ -59,9 +61,11 @@ impl ModelArgs {
     }
     pub fn routing(&self) -> anyhow::Result<Routing> {
         anyhow::ensure!((0.0..=1.0).contains(&self.gradable_threshold), "--gradable-threshold must be within 0..1");
-        anyhow::ensure!((0.0..=1.0).contains(&self.uncertainty_band), "--uncertainty-band must be within 0..1");
+        if let Some(o) = self.uncertain_odds {
+            anyhow::ensure!(o.is_finite() && (1.0..=100.0).contains(&o), "--uncertain-odds must be a factor from 1 to 100, not {o}");
+        }
         anyhow::ensure!((0.0..=1.0).contains(&self.qa_rate), "--qa-rate must be within 0..1");
-        Ok(Routing { gradable_threshold: self.gradable_threshold, uncertainty_band: self.uncertainty_band, qa_rate: self.qa_rate })
+        Ok(Routing { gradable_threshold: self.gradable_threshold, uncertain_odds: self.uncertain_odds, qa_rate: self.qa_rate })
     }
 }
 

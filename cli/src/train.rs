@@ -7,7 +7,7 @@ use anyhow::Context;
 use model::card::{CARD_FILE, ModelCard, WEIGHTS_FILE, evaluate, fingerprint, roc_png};
 use indicatif::{ProgressBar, ProgressStyle};
 use model::train::{self, Event, TrainConfig, Tensors};
-use model::{Arch, Net};
+use model::{Arch, Net, calibrate};
 use tch::Device;
 
 #[derive(clap::Args)]
@@ -61,6 +61,10 @@ pub struct TrainArgs {
     /// Point this alias (e.g. champion) at the new version.
     #[arg(long)]
     alias: Option<String>,
+    /// The uncertain review band written to the card: non-referable photos
+    /// whose odds of glaucoma are within this factor of the threshold's.
+    #[arg(long, default_value_t = inference::route::DEFAULT_UNCERTAIN_ODDS)]
+    uncertain_odds: f32,
     /// Compute precision: auto is bf16 (with f32 master weights) on a GPU, f32 on the CPU.
     #[arg(long, value_enum, default_value_t = model::Precision::Auto)]
     precision: model::Precision,
@@ -100,6 +104,7 @@ pub async fn train(a: TrainArgs) -> anyhow::Result<()> {
     let samples = model::data::load(&a.data)?;
     let (tr, va, te) = model::data::split(&samples, a.val, a.test, a.seed);
     anyhow::ensure!(!tr.is_empty() && !va.is_empty(), "too few photos to split: {} in all", samples.len());
+    anyhow::ensure!(a.uncertain_odds.is_finite() && (1.0..=100.0).contains(&a.uncertain_odds), "--uncertain-odds must be a factor from 1 to 100, not {}", a.uncertain_odds);
     let prep = imaging::Preprocessing::new(a.size);
     let t0 = Instant::now();
     let (train_t, val_t) = (train::load(&tr, &prep)?, train::load(&va, &prep)?);
@@ -153,21 +158,42 @@ pub async fn train(a: TrainArgs) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(&checkpoint);
         let _ = std::fs::remove_file(checkpoint.with_extension("json"));
     }
-    let score = |t: &Tensors, threshold: Option<f32>| {
-        let (g, q) = train::predict(&trained.net, &t.x, &prep, device, 64);
-        let (gl, gm, ql, qm) = columns(t);
-        evaluate(&g, &gl, &gm, &q, &ql, &qm, threshold)
-    };
-    // The operating point is fixed on validation data, then applied to test data.
-    let validation = score(&val_t, None);
+    // Calibration is fitted on validation data; the operating point is then
+    // fixed there on calibrated scores, and both are applied to test data.
+    let sig = |z: &[f32]| z.iter().map(|&z| calibrate::sigmoid(z)).collect::<Vec<f32>>();
+    let (vz, vq) = train::predict_logits(&trained.net, &val_t.x, &prep, device, 64);
+    let (gl, gm, ql, qm) = columns(&val_t);
+    let (fz, fl): (Vec<f32>, Vec<bool>) = (0..gm.len()).filter(|&i| gm[i]).map(|i| (vz[i], gl[i])).unzip();
+    let platt = calibrate::fit(&fz, &fl);
+    let cal = |z: &[f32]| z.iter().map(|&z| platt.prob(z)).collect::<Vec<f32>>();
+    let raw = evaluate(&sig(&vz), &gl, &gm, &sig(&vq), &ql, &qm, None);
+    let validation = evaluate(&cal(&vz), &gl, &gm, &sig(&vq), &ql, &qm, None);
     let threshold = validation.threshold;
-    let test = test_t.as_ref().map(|t| score(t, Some(threshold)));
+    let floor = calibrate::band_floor(threshold, a.uncertain_odds);
+    let in_band = fz.iter().map(|&z| platt.prob(z)).filter(|&p| p >= floor && p < threshold).count();
+    let calibration = calibrate::Calibration {
+        method: "platt".into(),
+        scale: platt.scale,
+        shift: platt.shift,
+        n: fz.len(),
+        ece_before: raw.calibration_error,
+        ece_after: validation.calibration_error,
+        band_floor: floor,
+        band_share: in_band as f64 / fz.len().max(1) as f64,
+    };
+    let test = test_t.as_ref().map(|t| {
+        let (z, q) = train::predict_logits(&trained.net, &t.x, &prep, device, 64);
+        let (gl, gm, ql, qm) = columns(t);
+        evaluate(&cal(&z), &gl, &gm, &sig(&q), &ql, &qm, Some(threshold))
+    });
     trained.vs.save(a.out.join(WEIGHTS_FILE))?;
     let card = ModelCard {
         name: "fundus-glaucoma".into(),
         preprocessing: prep,
         train: cfg,
         threshold,
+        calibration: Some(calibration.clone()),
+        uncertain_odds: Some(a.uncertain_odds),
         validation: validation.clone(),
         test: test.clone(),
         data_fingerprint: fingerprint(&tr),
@@ -185,7 +211,11 @@ pub async fn train(a: TrainArgs) -> anyhow::Result<()> {
         report("test", t);
     }
     println!(
-        "threshold {threshold:.4} (95% specificity on validation); best epoch {}; {} and {} in {}; {:.0} s in all",
+        "calibration: Platt scale {:.3} shift {:.3} on {} validation photos, ECE {:.3} -> {:.3}; uncertain band {:.4}..{threshold:.4} (odds within {}x) holds {:.1}% of them",
+        calibration.scale, calibration.shift, calibration.n, calibration.ece_before, calibration.ece_after, floor, a.uncertain_odds, 100.0 * calibration.band_share
+    );
+    println!(
+        "threshold {threshold:.4} (95% specificity on validation, calibrated); best epoch {}; {} and {} in {}; {:.0} s in all",
         trained.best_epoch,
         WEIGHTS_FILE,
         CARD_FILE,
@@ -238,7 +268,10 @@ pub fn evaluate_cmd(a: EvaluateArgs) -> anyhow::Result<()> {
     vs.load(a.model.join(WEIGHTS_FILE)).with_context(|| format!("loading {}", a.model.join(WEIGHTS_FILE).display()))?;
     let samples = model::data::load(&a.data)?;
     let t = train::load(&samples, &card.preprocessing)?;
-    let (g, q) = train::predict(&net, &t.x, &card.preprocessing, device, 64);
+    let (z, q) = train::predict_logits(&net, &t.x, &card.preprocessing, device, 64);
+    let platt = card.calibration.as_ref().map_or(calibrate::Platt::IDENTITY, |c| calibrate::Platt { scale: c.scale, shift: c.shift });
+    let g: Vec<f32> = z.iter().map(|&z| platt.prob(z)).collect();
+    let q: Vec<f32> = q.iter().map(|&z| calibrate::sigmoid(z)).collect();
     let (gl, gm, ql, qm) = columns(&t);
     let e = evaluate(&g, &gl, &gm, &q, &ql, &qm, Some(card.threshold));
     let out = a.out.unwrap_or(a.model);

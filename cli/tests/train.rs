@@ -33,6 +33,17 @@ fn a_small_model_trains_evaluates_and_learns_gradability() {
     // easy: even six short epochs must separate them well.
     let gradable_auc = card["validation"]["gradable_auc"].as_f64().expect("gradability AUC");
     assert!(gradable_auc > 0.8, "validation gradability AUC {gradable_auc}");
+    // Calibrated on validation data, with the review band written beside it:
+    // it starts where the odds are half the threshold's.
+    let cal = &card["calibration"];
+    assert_eq!(cal["method"], "platt", "{cal}");
+    assert!(cal["scale"].as_f64().expect("scale") > 0.0, "{cal}");
+    assert!(cal["ece_after"].as_f64().expect("ece_after") <= cal["ece_before"].as_f64().expect("ece_before") + 0.02, "{cal}");
+    assert_eq!(card["uncertain_odds"].as_f64(), Some(2.0));
+    let floor = cal["band_floor"].as_f64().expect("band_floor");
+    let odds = |p: f64| p / (1.0 - p);
+    assert!(threshold <= 0.0 || (odds(threshold) / odds(floor) - 2.0).abs() < 1e-3, "floor {floor} under threshold {threshold}");
+    assert!((0.0..=1.0).contains(&cal["band_share"].as_f64().expect("band_share")), "{cal}");
 
     let report = fundus(&["evaluate", "--model", &s(&out), "--data", &s(&data), "--out", &s(&dir.join("eval"))]);
     assert!(report.contains("AUC"), "{report}");

@@ -45,6 +45,7 @@ pub struct Outcome<'a> {
     /// The model's operating threshold and the routing that decided `label` and `review`.
     pub threshold: f32,
     pub gradable_threshold: f32,
+    /// How far below `threshold` (in probability) the uncertain band reached.
     pub uncertainty_band: f32,
 }
 

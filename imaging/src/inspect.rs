@@ -31,6 +31,8 @@ pub enum Reject {
     DicomNoPixelData,
     #[error("the DICOM pixel data cannot be decoded: {0}")]
     DicomUnsupported(String),
+    #[error("this is not a fundus photograph: {:.0}% of its lit pixels have a retina's colour, a fundus photo has at least {:.0}%", 100.0 * share, 100.0 * crate::FUNDUS_MIN_SHARE)]
+    NotFundus { share: f32 },
 }
 
 impl Reject {
@@ -46,6 +48,7 @@ impl Reject {
             Reject::TooSmall { .. } => "too_small",
             Reject::DicomNoPixelData => "dicom_no_pixel_data",
             Reject::DicomUnsupported(_) => "dicom_unsupported",
+            Reject::NotFundus { .. } => "not_fundus",
         }
     }
 }
@@ -105,7 +108,12 @@ pub fn inspect(bytes: &[u8], declared: Format, limits: Limits) -> Result<Inspect
     // integer box average (a few ms) rather than decode a second time.
     let small = box_shrink(&full, (width.min(height) / WORK_SIDE).max(1));
     drop(full);
-    Ok(Inspection { format: actual, width, height, quality: assess(&small) })
+    let quality = assess(&small);
+    // A face, a room, a document: refused, so it is neither kept nor scored.
+    if let Some(share) = quality.fundus_colour.filter(|_| quality.issues.contains(&crate::QualityIssue::NotFundus)) {
+        return Err(Reject::NotFundus { share });
+    }
+    Ok(Inspection { format: actual, width, height, quality })
 }
 
 /// Averages `k`x`k` blocks (a partial last row or column of blocks is dropped).

@@ -14,6 +14,11 @@ const TOO_DARK: f32 = 0.10;
 const TOO_BRIGHT: f32 = 0.75;
 const SATURATED_MAX: f32 = 0.15;
 const BLUR_MIN: f32 = 2.0;
+/// Share of a fundus photo's lit pixels that must have a retina's colour.
+pub const FUNDUS_MIN_SHARE: f32 = 0.93;
+/// Lit pixels (the brightest channel 30..250) below this share of the area
+/// are too few to judge colour by: the photo is too dark or too bright.
+const FUNDUS_MIN_LIT: f32 = 0.2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -22,6 +27,8 @@ pub enum QualityIssue {
     TooDark,
     TooBright,
     TooBlurred,
+    /// Not a fundus photograph: too little of it has a retina's colour.
+    NotFundus,
 }
 
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -37,6 +44,10 @@ pub struct Quality {
     /// Focus measure: standard deviation of the Laplacian of the green channel
     /// relative to its mean, in percent. Sharp photos score well above 2.
     pub sharpness: f32,
+    /// Share of the lit pixels with a retina's red-orange colour (`None` when
+    /// too few pixels are lit to judge); under `FUNDUS_MIN_SHARE`: `not_fundus`.
+    #[serde(default)]
+    pub fundus_colour: Option<f32>,
     pub issues: Vec<QualityIssue>,
     /// True when any issue is serious enough to ask for a new photo.
     pub retake: bool,
@@ -46,9 +57,13 @@ pub struct Quality {
 pub fn assess(img: &RgbImage) -> Quality {
     let Some(fov) = find_fov(img) else {
         let brightness = mean_luma(img.pixels());
+        let fundus_colour = fundus_colour(img.pixels());
         let mut issues = vec![QualityIssue::NoFieldOfView];
         if brightness < TOO_DARK {
             issues.push(QualityIssue::TooDark);
+        }
+        if fundus_colour.is_some_and(|s| s < FUNDUS_MIN_SHARE) {
+            issues.push(QualityIssue::NotFundus);
         }
         return Quality {
             fov_found: false,
@@ -56,6 +71,7 @@ pub fn assess(img: &RgbImage) -> Quality {
             brightness,
             saturated: 0.0,
             sharpness: 0.0,
+            fundus_colour,
             issues,
             retake: true,
         };
@@ -72,6 +88,7 @@ pub fn assess(img: &RgbImage) -> Quality {
     let saturated = inside.iter().filter(|&&(x, y)| luma(work.get_pixel(x, y)) > 0.97).count() as f32
         / inside.len().max(1) as f32;
     let sharpness = laplacian_contrast(&work, &inside);
+    let fundus_colour = fundus_colour(inside.iter().map(|&(x, y)| work.get_pixel(x, y)));
 
     let mut issues = Vec::new();
     if brightness < TOO_DARK {
@@ -83,15 +100,40 @@ pub fn assess(img: &RgbImage) -> Quality {
     if sharpness < BLUR_MIN {
         issues.push(QualityIssue::TooBlurred);
     }
+    if fundus_colour.is_some_and(|s| s < FUNDUS_MIN_SHARE) {
+        issues.push(QualityIssue::NotFundus);
+    }
     Quality {
         fov_found: true,
         fov_coverage: fov.coverage(img.width(), img.height()),
         brightness,
         saturated,
         sharpness,
+        fundus_colour,
         retake: !issues.is_empty(),
         issues,
     }
+}
+
+/// Share of the lit pixels that have a retina's colour: red well above green,
+/// blue further below (the choroid's blood shows
+/// through the pigment in every fundus photo, whatever the camera). Faces,
+/// rooms, documents, screenshots and grey images fall far short; `None` when
+/// fewer than a fifth of the pixels are lit enough to judge.
+pub fn fundus_colour<'a>(pixels: impl Iterator<Item = &'a image::Rgb<u8>>) -> Option<f32> {
+    let (mut total, mut lit, mut red) = (0usize, 0usize, 0usize);
+    for p in pixels {
+        total += 1;
+        let [r, g, b] = p.0.map(u32::from);
+        let v = r.max(g).max(b);
+        if !(30..=250).contains(&v) {
+            continue;
+        }
+        lit += 1;
+        // g < 0.75 r and b < 0.6 r, in integers.
+        red += (4 * g < 3 * r && 5 * b < 3 * r) as usize;
+    }
+    (total > 0 && lit as f32 >= FUNDUS_MIN_LIT * total as f32).then(|| red as f32 / lit as f32)
 }
 
 fn luma(p: &image::Rgb<u8>) -> f32 {
@@ -144,4 +186,34 @@ fn laplacian_contrast(img: &RgbImage, at: &[(u32, u32)]) -> f32 {
     let n = n as f64;
     let sd = (s2 / n - (s / n).powi(2)).max(0.0).sqrt();
     (100.0 * sd / (sg / n).max(1.0)) as f32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::synth::{Params, render};
+    use rand::SeedableRng;
+
+    /// No synthetic fundus photo, of any eye, pigment, exposure or defect, is
+    /// taken for something else; grey, white and blue images are.
+    #[test]
+    fn fundus_photos_have_a_retinas_colour_and_others_do_not() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let mut lowest = 1f32;
+        for _ in 0..60 {
+            let p = Params::sample(&mut rng, &[(640, 480)]);
+            let q = assess(&render(&p));
+            assert!(!q.issues.contains(&QualityIssue::NotFundus), "{p:?}: {q:?}");
+            lowest = lowest.min(q.fundus_colour.unwrap_or(1.0));
+        }
+        assert!(lowest >= FUNDUS_MIN_SHARE, "{lowest}");
+        for colour in [[128, 128, 128], [250, 250, 250], [40, 90, 200], [200, 170, 150]] {
+            let q = assess(&RgbImage::from_pixel(640, 480, image::Rgb(colour)));
+            assert!(q.issues.contains(&QualityIssue::NotFundus), "{colour:?}: {q:?}");
+        }
+        // Black is too dark to judge by colour: a retake, not a verdict.
+        let q = assess(&RgbImage::new(640, 480));
+        assert_eq!(q.fundus_colour, None);
+        assert!(!q.issues.contains(&QualityIssue::NotFundus) && q.retake, "{q:?}");
+    }
 }

@@ -32,8 +32,17 @@ pub struct ModelInfo {
     pub version: String,
     pub version_id: Uuid,
     pub threshold: f32,
+    /// The uncertain band's factor in odds, from the model card.
+    pub uncertain_odds: Option<f32>,
     pub size: u32,
     pub preprocessing: imaging::Preprocessing,
+}
+
+impl ModelInfo {
+    /// Where this model's uncertain band starts under `routing`.
+    pub fn band_floor(&self, routing: &Routing) -> f32 {
+        crate::route::band_floor(self.threshold, routing.odds(self.uncertain_odds))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -85,6 +94,7 @@ fn info(l: &Loaded) -> Arc<ModelInfo> {
         version: l.version.clone(),
         version_id: l.version_id,
         threshold: l.scorer.card.threshold,
+        uncertain_odds: l.scorer.card.uncertain_odds,
         size: l.scorer.size(),
         preprocessing: l.scorer.card.preprocessing.clone(),
     })
@@ -227,8 +237,9 @@ fn forward(scorer: &Scorer, info: &Arc<ModelInfo>, routing: Routing, items: &[It
     // a TorchScript model needs a second, gradient pass for the routed photos.
     let cheap_maps = scorer.maps_are_cheap();
     let out = scorer.score(&x, cheap_maps);
+    let floor = info.band_floor(&routing);
     let decisions: Vec<Decision> = (0..items.len())
-        .map(|i| routing.decide(out.glaucoma[i], out.gradable[i], info.threshold))
+        .map(|i| routing.decide(out.glaucoma[i], out.gradable[i], info.threshold, floor))
         .collect();
     let routed: Vec<i64> = (0..n).filter(|&i| decisions[i as usize].review.is_some()).collect();
     let mut maps: Vec<Option<Vec<f32>>> = vec![None; items.len()];

@@ -424,7 +424,7 @@ async fn score_one(ctx: &Arc<Ctx>, job: &Claimed) -> Result<Option<()>, JobError
         qa_sampled,
         threshold: scored.model.threshold,
         gradable_threshold: ctx.cfg.routing.gradable_threshold,
-        uncertainty_band: ctx.cfg.routing.uncertainty_band,
+        uncertainty_band: scored.model.threshold - scored.model.band_floor(&ctx.cfg.routing),
     };
     let mut tries = 0;
     loop {

@@ -41,6 +41,14 @@ pub struct ModelCard {
     /// Glaucoma probability at or above which a photo is referable: chosen on
     /// validation data at 95% specificity.
     pub threshold: f32,
+    /// Platt scaling of the glaucoma logit, fitted on validation data: every
+    /// probability the model reports, the threshold included, is calibrated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<crate::calibrate::Calibration>,
+    /// The uncertain review band: non-referable photos whose odds are within
+    /// this factor of the threshold's are reviewed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uncertain_odds: Option<f32>,
     pub validation: Evaluation,
     pub test: Option<Evaluation>,
     /// SHA-256 over the sorted (file name, size, labels) of the training data.

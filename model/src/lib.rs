@@ -2,6 +2,7 @@
 //! Preprocessing comes from `imaging`, so training and inference share it.
 //! No tokio, sqlx or HTTP here.
 
+pub mod calibrate;
 pub mod card;
 pub mod data;
 pub mod heatmap;

@@ -46,6 +46,13 @@ pub struct InferenceCard {
     /// SHA-256 of the weights file; when present, other weights are refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights_sha256: Option<String>,
+    /// Platt scaling of the glaucoma logit, fitted on validation data (a
+    /// training card's `calibration` has more, which is ignored); none: raw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<crate::calibrate::Platt>,
+    /// The uncertain review band as a factor in odds below the threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uncertain_odds: Option<f32>,
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -91,6 +98,12 @@ impl Scorer {
         let (card, text): (InferenceCard, String) = read_card(dir)?;
         if !(0.0..=1.0).contains(&card.threshold) {
             return Err(Error::Data(format!("{}: threshold {} is not a probability", card_path.display(), card.threshold)));
+        }
+        if let Some(Err(e)) = card.calibration.map(|c| c.check()) {
+            return Err(Error::Data(format!("{}: {e}", card_path.display())));
+        }
+        if let Some(o) = card.uncertain_odds.filter(|o| !(o.is_finite() && (1.0..=100.0).contains(o))) {
+            return Err(Error::Data(format!("{}: uncertain_odds {o} is not a factor from 1 to 100", card_path.display())));
         }
         let kind = match (precision, device) {
             (Precision::F32, _) | (Precision::Auto, Device::Cpu) => Kind::Float,
@@ -145,20 +158,22 @@ impl Scorer {
     pub fn score(&self, x: &Tensor, maps: bool) -> Scores {
         let xs = normalise(x, &self.card.preprocessing, self.device).to_kind(self.kind);
         let probs = |t: Tensor| Vec::<f32>::try_from(t.to_kind(Kind::Float).sigmoid().to_device(Device::Cpu)).unwrap_or_default();
+        let platt = self.card.calibration.unwrap_or(crate::calibrate::Platt::IDENTITY);
+        let calibrated = |t: Tensor| probs(t.to_kind(Kind::Float) * f64::from(platt.scale) + f64::from(platt.shift));
         let s = x.size()[2];
         let up = |m: Tensor| m.unsqueeze(1).upsample_bilinear2d([s, s], false, None, None).squeeze_dim(1).to_device(Device::Cpu);
         match (&self.loaded, maps) {
             (Loaded::Native { net, .. }, false) => {
                 let (g, q) = tch::no_grad(|| net.forward_t(&xs, false));
-                Scores { glaucoma: probs(g), gradable: probs(q), maps: None }
+                Scores { glaucoma: calibrated(g), gradable: probs(q), maps: None }
             }
             (Loaded::Native { net, .. }, true) => {
                 let (g, q, cam) = tch::no_grad(|| net.forward_cam(&xs));
-                Scores { glaucoma: probs(g), gradable: probs(q), maps: Some(tch::no_grad(|| up(cam))) }
+                Scores { glaucoma: calibrated(g), gradable: probs(q), maps: Some(tch::no_grad(|| up(cam))) }
             }
             (Loaded::Script(m), false) => {
                 let out = tch::no_grad(|| m.forward_ts(&[xs])).expect("TorchScript forward");
-                Scores { glaucoma: probs(out.select(1, 0)), gradable: probs(out.select(1, 1)), maps: None }
+                Scores { glaucoma: calibrated(out.select(1, 0)), gradable: probs(out.select(1, 1)), maps: None }
             }
             (Loaded::Script(m), true) => {
                 // No feature map to reach into: the gradient of the glaucoma
@@ -173,7 +188,7 @@ impl Scorer {
                     g / peak
                 });
                 let out = out.detach();
-                Scores { glaucoma: probs(out.select(1, 0)), gradable: probs(out.select(1, 1)), maps: Some(up(sal)) }
+                Scores { glaucoma: calibrated(out.select(1, 0)), gradable: probs(out.select(1, 1)), maps: Some(up(sal)) }
             }
         }
     }
@@ -196,6 +211,8 @@ pub fn write_untrained(dir: &Path, arch: Arch, size: u32, threshold: f32, seed: 
         arch: None,
         weights: None,
         weights_sha256: Some(crate::card::file_sha256(&dir.join(WEIGHTS_FILE))?),
+        calibration: None,
+        uncertain_odds: None,
     };
     std::fs::write(dir.join(CARD_FILE), serde_json::to_string_pretty(&card)?)?;
     Ok(())
@@ -234,6 +251,8 @@ pub fn export_torchscript(model_dir: &Path, out: &Path) -> Result<PathBuf, Error
         arch: serde_json::to_value(arch)?.as_str().map(str::to_owned),
         weights: Some(SCRIPT_FILE.into()),
         weights_sha256: Some(crate::card::file_sha256(&path)?),
+        calibration: card.calibration,
+        uncertain_odds: card.uncertain_odds,
     };
     std::fs::write(out.join(CARD_FILE), serde_json::to_string_pretty(&short)?)?;
     Ok(path)
@@ -298,6 +317,38 @@ mod tests {
         let err = Scorer::load(&dir, Device::Cpu, Precision::F32).err().expect("refused").to_string();
         assert!(err.contains("refusing to load other weights"), "{err}");
         std::fs::remove_dir_all(&dir).expect("clean up");
+    }
+
+    /// The card's calibration maps every glaucoma logit, for our own weights
+    /// and for the TorchScript export alike; gradability is left alone.
+    #[test]
+    fn scores_are_calibrated_as_the_card_says() {
+        let dir = std::env::temp_dir().join(format!("fundus-platt-{}", std::process::id()));
+        write_untrained(&dir, Arch::Small, 64, 0.5, 4).expect("model");
+        tch::manual_seed(6);
+        let x = Tensor::randint(256, [3, 3, 64, 64], (Kind::Uint8, Device::Cpu));
+        let raw = Scorer::load(&dir, Device::Cpu, Precision::F32).expect("raw").score(&x, false);
+        let platt = crate::calibrate::Platt { scale: 0.5, shift: -1.0 };
+        let mut card: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join(CARD_FILE)).expect("card")).expect("json");
+        card["calibration"] = serde_json::json!({"scale": 0.5, "shift": -1.0, "method": "platt", "n": 10});
+        std::fs::write(dir.join(CARD_FILE), card.to_string()).expect("write card");
+        let exported = export_torchscript(&dir, &dir.join("ts")).expect("export");
+        for scorer in [Scorer::load(&dir, Device::Cpu, Precision::F32).expect("native"), Scorer::load(exported.parent().expect("dir"), Device::Cpu, Precision::F32).expect("script")] {
+            let got = scorer.score(&x, false);
+            for (p, q) in raw.glaucoma.iter().zip(&got.glaucoma) {
+                let z = (p / (1.0 - p)).ln();
+                assert!((platt.prob(z) - q).abs() < 1e-4, "raw {p} -> {q}, want {}", platt.prob(z));
+            }
+            assert_eq!(raw.gradable.len(), got.gradable.len());
+            for (p, q) in raw.gradable.iter().zip(&got.gradable) {
+                assert!((p - q).abs() < 1e-4);
+            }
+        }
+        card["calibration"] = serde_json::json!({"scale": -2.0, "shift": 0.0});
+        std::fs::write(dir.join(CARD_FILE), card.to_string()).expect("write card");
+        let err = Scorer::load(&dir, Device::Cpu, Precision::F32).err().expect("refused").to_string();
+        assert!(err.contains("calibration scale"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// The bf16 path (the default on a GPU) runs and agrees with f32; here on

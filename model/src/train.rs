@@ -197,14 +197,21 @@ pub struct Trained {
 
 /// Scores every photo: `(glaucoma probability, gradable probability)` per row.
 pub fn predict(net: &Net, x: &Tensor, prep: &imaging::Preprocessing, device: Device, batch: i64) -> (Vec<f32>, Vec<f32>) {
+    let (g, q) = predict_logits(net, x, prep, device, batch);
+    let s = |v: Vec<f32>| v.into_iter().map(crate::calibrate::sigmoid).collect();
+    (s(g), s(q))
+}
+
+/// The two heads' logits for every photo.
+pub fn predict_logits(net: &Net, x: &Tensor, prep: &imaging::Preprocessing, device: Device, batch: i64) -> (Vec<f32>, Vec<f32>) {
     let n = x.size()[0];
     let (mut g, mut q) = (Vec::new(), Vec::new());
     tch::no_grad(|| {
         for start in (0..n).step_by(batch as usize) {
             let xb = normalise(&x.narrow(0, start, batch.min(n - start)), prep, device);
             let (lg, lq) = net.forward_t(&xb, false);
-            g.extend(Vec::<f32>::try_from(lg.sigmoid().to_device(Device::Cpu)).unwrap_or_default());
-            q.extend(Vec::<f32>::try_from(lq.sigmoid().to_device(Device::Cpu)).unwrap_or_default());
+            g.extend(Vec::<f32>::try_from(lg.to_kind(Kind::Float).to_device(Device::Cpu)).unwrap_or_default());
+            q.extend(Vec::<f32>::try_from(lq.to_kind(Kind::Float).to_device(Device::Cpu)).unwrap_or_default());
         }
     });
     (g, q)

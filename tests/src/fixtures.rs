@@ -59,6 +59,12 @@ pub fn stored(bytes: &[u8]) -> Vec<u8> {
 /// scikit-image's `retina.jpg` (CC0): a real fundus photograph, from the
 /// project's Python environment.
 pub fn retina_jpg() -> Vec<u8> {
+    skimage_data("retina.jpg")
+}
+
+/// A file scikit-image ships in `skimage/data` (`astronaut.png`, `coffee.png`,
+/// `chelsea.png`, `camera.png`, `retina.jpg`, ...), from the project's venv.
+pub fn skimage_data(name: &str) -> Vec<u8> {
     let venv = std::env::var_os("FUNDUS_VENV").map(PathBuf::from).unwrap_or_else(|| {
         let cache = std::env::var_os("FUNDUS_CACHE").map(PathBuf::from).unwrap_or_else(|| {
             PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/fundus")
@@ -70,12 +76,12 @@ pub fn retina_jpg() -> Vec<u8> {
         .into_iter()
         .flatten()
         .flatten()
-        .map(|d| d.path().join("site-packages/skimage/data/retina.jpg"))
+        .map(|d| d.path().join("site-packages/skimage/data").join(name))
         .find(|p| p.exists());
     let path = found.unwrap_or_else(|| {
-        panic!("scikit-image's retina.jpg is not in {}: run `scripts/test` (it installs scripts/requirements.txt into the venv)", venv.display())
+        panic!("scikit-image's {name} is not in {}: run `scripts/test` (it installs scripts/requirements.txt into the venv)", venv.display())
     });
-    std::fs::read(path).expect("reading retina.jpg")
+    std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
 }
 
 fn crc32(bytes: &[u8]) -> u32 {

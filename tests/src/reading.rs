@@ -70,7 +70,7 @@ impl Harness {
         let model = fixtures::untrained_model(&crate::scratch_dir("model"), threshold, 64);
         let (worker, _stop) = start_worker(self, &model, |c| {
             c.routing.gradable_threshold = 0.0;
-            c.routing.uncertainty_band = 0.0;
+            c.routing.uncertain_odds = Some(1.0);
             c.routing.qa_rate = qa_rate;
         });
         let summary = worker.await.expect("join").expect("worker");

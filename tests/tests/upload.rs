@@ -115,6 +115,51 @@ async fn a_real_fundus_photo_passes_the_quality_check() {
     assert_eq!(body["quality"]["retake"], false, "{body}");
 }
 
+/// A phone uploads whatever its camera sees. Photos that are not of a fundus
+/// (scikit-image's astronaut, coffee, cat and cameraman, enlarged to a phone
+/// photo's size; a grey frame; a screenshot) are refused with `not_fundus`
+/// and leave nothing behind, while the real fundus photo is accepted.
+#[tokio::test]
+async fn photos_that_are_not_fundus_photographs_are_refused() {
+    let stack = Stack::shared();
+    let h = Harness::start(&stack).await;
+    let token = h.device("clinic-a").await;
+    let study = h.study(&token).await;
+    let enlarged = |name: &str| {
+        let img = image::load_from_memory(&fixtures::skimage_data(name)).expect("decodes").to_rgb8();
+        let k = 1200.0 / img.width().min(img.height()) as f32;
+        let (w, h) = ((img.width() as f32 * k) as u32, (img.height() as f32 * k) as u32);
+        image::imageops::resize(&img, w, h, image::imageops::FilterType::Triangle)
+    };
+    let mut screenshot = image::RgbImage::from_pixel(1170, 1600, image::Rgb([248, 248, 250]));
+    for (x, y, p) in screenshot.enumerate_pixels_mut() {
+        if y < 160 {
+            p.0 = [30, 90, 200]; // a title bar
+        } else if (y / 24) % 2 == 0 && x > 60 && x < 60 + (y * 37 % 900) {
+            p.0 = [40, 40, 40]; // lines of text
+        }
+    }
+    let mut refused = Vec::new();
+    for (name, img) in [
+        ("astronaut", enlarged("astronaut.png")),
+        ("coffee", enlarged("coffee.png")),
+        ("chelsea", enlarged("chelsea.png")),
+        ("camera", enlarged("camera.png")),
+        ("grey frame", image::RgbImage::from_pixel(1600, 1200, image::Rgb([128, 128, 128]))),
+        ("screenshot", screenshot),
+    ] {
+        let (status, body) = h.send(h.upload(&token, study, imaging::synth::to_jpeg(&img, 90), "image/jpeg")).await;
+        assert_eq!((status, body["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("not_fundus")), "{name}: {body}");
+        refused.push(name);
+    }
+    assert_eq!(refused.len(), 6);
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM images").fetch_one(&h.pool).await.expect("count");
+    assert_eq!(rows, 0, "a refused photo leaves no row");
+    let (status, body) = h.send(h.upload(&token, study, fixtures::retina_jpg(), "image/jpeg")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert!(body["quality"]["fundus_colour"].as_f64().expect("fundus_colour") > 0.93, "{body}");
+}
+
 #[tokio::test]
 async fn quality_feedback_asks_for_a_retake_of_a_dark_photo() {
     let stack = Stack::shared();
