@@ -398,6 +398,16 @@ pub struct SynthArgs {
     /// Render every photo at this size (WxH) instead of phone-like sizes of 1.2 to 12 MP.
     #[arg(long, value_parser = parse_size)]
     pub size: Option<(u32, u32)>,
+    /// v2: the task with a known ceiling (labels drawn from `oracle_p`,
+    /// overlapping anatomy, phone capture); v1: the first, easy task, as it was.
+    #[arg(long, value_enum, default_value_t = SynthTask::V2)]
+    pub task: SynthTask,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SynthTask {
+    V1,
+    V2,
 }
 
 fn parse_size(s: &str) -> Result<(u32, u32), String> {
@@ -417,15 +427,25 @@ pub fn synth(a: SynthArgs) -> anyhow::Result<()> {
     // Parameters are drawn in order from one seeded generator, so the set is
     // the same whatever the thread count; rendering then runs in parallel.
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(a.seed);
-    let params: Vec<Params> = (0..a.n).map(|_| Params::sample(&mut rng, &sizes)).collect();
+    let params: Vec<Params> = (0..a.n)
+        .map(|_| match a.task {
+            SynthTask::V1 => Params::sample(&mut rng, &sizes),
+            SynthTask::V2 => Params::sample_v2(&mut rng, &sizes),
+        })
+        .collect();
     params.par_iter().enumerate().try_for_each(|(i, p)| {
         let path = a.out.join(format!("synth-{i:06}.jpg"));
-        std::fs::write(&path, to_jpeg(&render(p), 92)).with_context(|| format!("writing {}", path.display()))
+        std::fs::write(&path, to_jpeg(&render(p), p.look.jpeg_quality)).with_context(|| format!("writing {}", path.display()))
     })?;
-    let mut csv = String::from("path,eye,cdr,glaucoma,gradable,defect,notch,width,height,seed\n");
+    let v2 = a.task == SynthTask::V2;
+    let mut csv = String::from("path,eye,cdr,glaucoma,gradable,defect,notch,width,height,seed");
+    if v2 {
+        csv.push_str(",oracle_p,gradable_p,disc_scale,tilt,atrophy,haemorrhage,vignette,glare,lashes,blur,exposure,pigment,fov_scale,jpeg_quality");
+    }
+    csv.push('\n');
     for (i, p) in params.iter().enumerate() {
         csv.push_str(&format!(
-            "synth-{i:06}.jpg,{},{:.3},{},{},{},{},{},{},{}\n",
+            "synth-{i:06}.jpg,{},{:.3},{},{},{},{},{},{},{}",
             p.eye.as_str(),
             p.cdr,
             p.glaucoma as u8,
@@ -436,6 +456,27 @@ pub fn synth(a: SynthArgs) -> anyhow::Result<()> {
             p.height,
             p.seed
         ));
+        if v2 {
+            let l = &p.look;
+            csv.push_str(&format!(
+                ",{:.5},{:.5},{:.3},{:.3},{:.3},{},{:.3},{:.3},{:.3},{:.4},{:.3},{:.3},{:.3},{}",
+                l.oracle_p.unwrap_or(f32::NAN),
+                l.gradable_p.unwrap_or(f32::NAN),
+                l.disc_scale,
+                l.tilt,
+                l.atrophy,
+                l.haemorrhage.is_some() as u8,
+                l.vignette,
+                l.glare,
+                l.lashes,
+                l.blur,
+                p.exposure,
+                p.pigment,
+                p.fov_scale,
+                l.jpeg_quality
+            ));
+        }
+        csv.push('\n');
     }
     std::fs::write(a.out.join("labels.csv"), csv)?;
     eprintln!("wrote {} photos and labels.csv to {}", a.n, a.out.display());

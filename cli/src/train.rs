@@ -91,10 +91,21 @@ fn columns(t: &Tensors) -> (Vec<bool>, Vec<bool>, Vec<bool>, Vec<bool>) {
 }
 
 fn report(name: &str, e: &model::Evaluation) {
+    let ci = |c: Option<[f64; 2]>| c.map(|[a, b]| format!(" ({a:.3}-{b:.3})")).unwrap_or_default();
     println!(
-        "{name:<10} n={:<5} AUC {:.4}  sensitivity {:.3} at specificity {:.3}  pAUC(90-100%) {:.4}  gradability AUC {:.4}  ECE {:.3}",
-        e.n, e.auc, e.sensitivity, e.specificity, e.partial_auc_90, e.gradable_auc, e.calibration_error
+        "{name:<10} n={} ({} glaucoma)  AUC {:.4}{}  sensitivity {:.3}{} at specificity {:.3}{}  pAUC(90-100%) {:.4}  gradability AUC {:.4}  ECE {:.3}",
+        e.n, e.positives, e.auc, ci(e.auc_ci95), e.sensitivity, ci(e.sensitivity_ci95), e.specificity, ci(e.specificity_ci95), e.partial_auc_90, e.gradable_auc, e.calibration_error
     );
+    if let (Some(auc), Some(sens)) = (e.oracle_auc, e.oracle_sensitivity) {
+        println!(
+            "{:<10} oracle (the generator's own probability, the ceiling): AUC {auc:.4}, sensitivity {sens:.3} at specificity {:.3}; the model is {:.4} AUC and {:.3} sensitivity short of it",
+            "", e.specificity, auc - e.auc, sens - e.sensitivity
+        );
+    }
+}
+
+fn oracle(s: &[model::data::Sample]) -> Vec<Option<f32>> {
+    s.iter().map(|x| x.oracle_p).collect()
 }
 
 pub async fn train(a: TrainArgs) -> anyhow::Result<()> {
@@ -167,7 +178,7 @@ pub async fn train(a: TrainArgs) -> anyhow::Result<()> {
     let platt = calibrate::fit(&fz, &fl);
     let cal = |z: &[f32]| z.iter().map(|&z| platt.prob(z)).collect::<Vec<f32>>();
     let raw = evaluate(&sig(&vz), &gl, &gm, &sig(&vq), &ql, &qm, None);
-    let validation = evaluate(&cal(&vz), &gl, &gm, &sig(&vq), &ql, &qm, None);
+    let validation = evaluate(&cal(&vz), &gl, &gm, &sig(&vq), &ql, &qm, None).with_oracle(&oracle(&va), &gl, &gm);
     let threshold = validation.threshold;
     let floor = calibrate::band_floor(threshold, a.uncertain_odds);
     let in_band = fz.iter().map(|&z| platt.prob(z)).filter(|&p| p >= floor && p < threshold).count();
@@ -184,7 +195,7 @@ pub async fn train(a: TrainArgs) -> anyhow::Result<()> {
     let test = test_t.as_ref().map(|t| {
         let (z, q) = train::predict_logits(&trained.net, &t.x, &prep, device, 64);
         let (gl, gm, ql, qm) = columns(t);
-        evaluate(&cal(&z), &gl, &gm, &sig(&q), &ql, &qm, Some(threshold))
+        evaluate(&cal(&z), &gl, &gm, &sig(&q), &ql, &qm, Some(threshold)).with_oracle(&oracle(&te), &gl, &gm)
     });
     trained.vs.save(a.out.join(WEIGHTS_FILE))?;
     let card = ModelCard {
@@ -273,7 +284,7 @@ pub fn evaluate_cmd(a: EvaluateArgs) -> anyhow::Result<()> {
     let g: Vec<f32> = z.iter().map(|&z| platt.prob(z)).collect();
     let q: Vec<f32> = q.iter().map(|&z| calibrate::sigmoid(z)).collect();
     let (gl, gm, ql, qm) = columns(&t);
-    let e = evaluate(&g, &gl, &gm, &q, &ql, &qm, Some(card.threshold));
+    let e = evaluate(&g, &gl, &gm, &q, &ql, &qm, Some(card.threshold)).with_oracle(&oracle(&samples), &gl, &gm);
     let out = a.out.unwrap_or(a.model);
     std::fs::create_dir_all(&out)?;
     roc_png(&e.roc, Some((1.0 - e.specificity, e.sensitivity)), &out.join("roc.png"))?;

@@ -130,6 +130,7 @@ mod tests {
                 defect: None,
                 glaucoma: false,
                 seed: 3,
+                look: Default::default(),
             }),
             90,
         )

@@ -194,14 +194,15 @@ mod tests {
     use crate::synth::{Params, render};
     use rand::SeedableRng;
 
-    /// No synthetic fundus photo, of any eye, pigment, exposure or defect, is
+    /// No synthetic fundus photo of either task, of any eye, pigment, exposure,
+    /// colour cast, glare or defect, is
     /// taken for something else; grey, white and blue images are.
     #[test]
     fn fundus_photos_have_a_retinas_colour_and_others_do_not() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
         let mut lowest = 1f32;
-        for _ in 0..60 {
-            let p = Params::sample(&mut rng, &[(640, 480)]);
+        for i in 0..200 {
+            let p = if i % 2 == 0 { Params::sample(&mut rng, &[(640, 480)]) } else { Params::sample_v2(&mut rng, &[(640, 480)]) };
             let q = assess(&render(&p));
             assert!(!q.issues.contains(&QualityIssue::NotFundus), "{p:?}: {q:?}");
             lowest = lowest.min(q.fundus_colour.unwrap_or(1.0));

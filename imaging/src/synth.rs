@@ -79,6 +79,68 @@ pub struct Params {
     pub glaucoma: bool,
     /// Seed of the anatomy (vessels, texture).
     pub seed: u64,
+    /// What the second version of the task adds; its default draws the first
+    /// version's photo, pixel for pixel.
+    #[serde(default)]
+    pub look: Look,
+}
+
+/// The harder task's anatomy and capture (`Params::sample_v2`), and what it
+/// knows about the truth.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Look {
+    /// Disc size relative to the first version's (about two-fold range).
+    pub disc_scale: f32,
+    /// Vertical ovality of a tilted (myopic) disc, 0 = round.
+    pub tilt: f32,
+    /// Width of temporal peripapillary atrophy, in disc radii (0 = none).
+    pub atrophy: f32,
+    /// Angle of a flame haemorrhage at the disc margin.
+    pub haemorrhage: Option<f32>,
+    /// Extra darkening towards the rim, 0..1.
+    pub vignette: f32,
+    /// The device's colour cast, per channel.
+    pub cast: [f32; 3],
+    /// Strength of a glare reflex, 0 = none.
+    pub glare: f32,
+    /// Darkness of eyelash shadows across the top, 0 = none.
+    pub lashes: f32,
+    /// Defocus: Gaussian blur sigma relative to the shorter side.
+    pub blur: f32,
+    /// JPEG quality the photo is written at.
+    pub jpeg_quality: u8,
+    /// The probability of glaucoma given everything drawn; the label was drawn from it.
+    pub oracle_p: Option<f32>,
+    /// The probability a grader calls the photo gradable; the label was drawn from it.
+    pub gradable_p: Option<f32>,
+    pub gradable: Option<bool>,
+}
+
+impl Default for Look {
+    fn default() -> Self {
+        Look {
+            disc_scale: 1.0,
+            tilt: 0.0,
+            atrophy: 0.0,
+            haemorrhage: None,
+            vignette: 0.0,
+            cast: [1.0; 3],
+            glare: 0.0,
+            lashes: 0.0,
+            blur: 0.0,
+            jpeg_quality: 92,
+            oracle_p: None,
+            gradable_p: None,
+            gradable: None,
+        }
+    }
+}
+
+/// Colour casts of four kinds of phone camera.
+const CASTS: [[f32; 3]; 4] = [[1.0, 1.0, 1.0], [1.06, 0.97, 0.9], [0.94, 1.02, 1.1], [1.0, 1.06, 0.95]];
+
+fn sigmoid(x: f32) -> f32 {
+    1.0 / (1.0 + (-x).exp())
 }
 
 impl Params {
@@ -97,6 +159,81 @@ impl Params {
             defect: None,
             glaucoma: false,
             seed,
+            look: Look::default(),
+        }
+    }
+
+    /// The second version of the task, with a known ceiling. Healthy and
+    /// glaucomatous cup-to-disc ratios overlap, the physiological cup grows
+    /// with the disc (a large healthy disc is the classic false positive),
+    /// tilted discs with atrophy, notches and haemorrhages; phone capture with
+    /// vignetting, colour casts, glare, lashes, graded defocus and exposure,
+    /// and JPEG quality from poor to good. The glaucoma label is drawn from
+    /// `oracle_p`, the gradability label from `gradable_p`, so the best
+    /// possible AUC on any set is the AUC of `oracle_p`.
+    pub fn sample_v2(rng: &mut impl Rng, sizes: &[(u32, u32)]) -> Params {
+        let (width, height) = sizes[rng.random_range(0..sizes.len())];
+        let disc_scale = normal(rng, 0.0, 0.18).exp().clamp(0.7, 1.5);
+        // The cup a healthy disc of this size has, and how far this one exceeds it.
+        let physiological = 0.22 + 0.32 * (disc_scale - 0.7) / 0.8;
+        let excess = if rng.random_bool(0.4) { normal(rng, 0.17, 0.09) } else { normal(rng, 0.0, 0.07) };
+        let cdr = (physiological + excess).clamp(0.1, 0.92);
+        let excess = cdr - physiological;
+        let notch = rng
+            .random_bool(if excess > 0.1 { 0.25 } else { 0.03 })
+            .then(|| if rng.random_bool(0.5) { 1.3 } else { -1.3 } + normal(rng, 0.0, 0.15));
+        let haemorrhage = rng
+            .random_bool(if excess > 0.1 { 0.12 } else { 0.02 })
+            .then(|| if rng.random_bool(0.5) { 1.1 } else { -1.1 } + normal(rng, 0.0, 0.3));
+        let z = -1.0 + 14.0 * (excess - 0.08) + 1.8 * notch.is_some() as u8 as f32 + 1.2 * haemorrhage.is_some() as u8 as f32;
+        let oracle_p = sigmoid(z);
+        let glaucoma = rng.random_bool(f64::from(oracle_p));
+        let myopic = rng.random_bool(0.2);
+        let exposure = normal(rng, 0.0, 0.35).exp().clamp(0.2, 4.0);
+        let blur = if rng.random_bool(0.3) { rng.random_range(0.0..0.02f32) } else { 0.0 };
+        let glare = if rng.random_bool(0.3) { rng.random_range(0.05..0.6f32) } else { 0.0 };
+        let lashes = if rng.random_bool(0.2) { rng.random_range(0.1..0.9f32) } else { 0.0 };
+        let defect = match rng.random_range(0..100) {
+            0..4 => Some(Defect::Occluded),
+            4..8 => Some(Defect::OffCentre),
+            _ => None,
+        };
+        // How far from gradable, 1 at the edge: defocus, exposure either way,
+        // glare and lashes; an eyelid or a missed fixation is past it.
+        let severity = (blur / 0.008)
+            .max(exposure.ln().abs() / 2.2f32.ln())
+            .max(glare / 0.7)
+            .max(lashes / 1.0)
+            .max(if defect.is_some() { 1.6 } else { 0.0 });
+        let gradable_p = sigmoid(8.0 * (1.0 - severity));
+        let gradable = rng.random_bool(f64::from(gradable_p));
+        Params {
+            width,
+            height,
+            eye: if rng.random_bool(0.5) { Eye::Left } else { Eye::Right },
+            cdr,
+            notch,
+            pigment: rng.random_range(0.65..1.15),
+            fov_scale: rng.random_range(0.8..1.25),
+            exposure,
+            defect,
+            glaucoma,
+            seed: rng.random(),
+            look: Look {
+                disc_scale,
+                tilt: if myopic { rng.random_range(0.15..0.45) } else { 0.0 },
+                atrophy: if myopic { rng.random_range(0.15..0.5) } else { 0.0 },
+                haemorrhage,
+                vignette: rng.random_range(0.0..0.6),
+                cast: CASTS[rng.random_range(0..CASTS.len())],
+                glare,
+                lashes,
+                blur,
+                jpeg_quality: rng.random_range(55..96),
+                oracle_p: Some(oracle_p),
+                gradable_p: Some(gradable_p),
+                gradable: Some(gradable),
+            },
         }
     }
 
@@ -122,11 +259,12 @@ impl Params {
             defect,
             glaucoma,
             seed: rng.random(),
+            look: Look::default(),
         }
     }
 
     pub fn gradable(&self) -> bool {
-        self.defect.is_none()
+        self.look.gradable.unwrap_or(self.defect.is_none())
     }
 }
 
@@ -259,6 +397,8 @@ pub fn render(p: &Params) -> RgbImage {
     let disc = (side * 0.40 + normal(&mut rng, 0.0, 0.02), normal(&mut rng, 0.0, 0.03));
     let macula = (disc.0 - side * 0.55, disc.1 + 0.04);
     let (rdx, rdy) = (0.11 * rng.random_range(0.9..1.1), 0.12 * rng.random_range(0.9..1.1));
+    let lk = &p.look;
+    let (rdx, rdy) = (rdx * lk.disc_scale * (1.0 - lk.tilt * 0.5), rdy * lk.disc_scale);
     let vessels = rasterize(&vessel_tree(&mut rng, disc, -side), 1024);
     let tex = texture(&mut rng, 24);
     let cup_h = p.cdr;
@@ -272,6 +412,9 @@ pub fn render(p: &Params) -> RgbImage {
             _ => 1.0,
         };
     let lid = rng.random_range(-0.45..-0.2f32);
+    // Drawn after everything the first version draws, so its photos stay the same.
+    let glare_at = if lk.glare > 0.0 { (rng.random_range(-0.5..0.5f32), rng.random_range(-0.5..0.5f32)) } else { (0.0, 0.0) };
+    let lash_phase = if lk.lashes > 0.0 { rng.random_range(0.0..std::f32::consts::TAU) } else { 0.0 };
 
     let mut buf = vec![0u8; (w * h * 3) as usize];
     buf.par_chunks_mut((w * 3) as usize).enumerate().for_each(|(y, row)| {
@@ -286,7 +429,7 @@ pub fn render(p: &Params) -> RgbImage {
                 px.copy_from_slice(&[black, black, black]);
                 continue;
             }
-            let illum = (1.0 - 0.5 * d.powf(2.2)) * (1.0 + 0.07 * tex.at(u, v));
+            let illum = (1.0 - 0.5 * d.powf(2.2)) * (1.0 + 0.07 * tex.at(u, v)) * (1.0 - lk.vignette * d * d);
             let mut c = base.map(|b| b * illum);
             // Macula: darker, with no vessels of note.
             let m = ((u - macula.0).powi(2) + (v - macula.1).powi(2)) / (2.0 * 0.09f32.powi(2));
@@ -295,6 +438,20 @@ pub fn render(p: &Params) -> RgbImage {
             // Disc, then the cup inside it, with the notch widening the cup towards the rim.
             let (du, dv) = ((u - disc.0) / rdx, (v - disc.1) / rdy);
             let e = (du * du + dv * dv).sqrt();
+            // Temporal atrophy: a pale crescent beside a tilted disc.
+            if lk.atrophy > 0.0 && e > 0.95 && e < 1.0 + lk.atrophy && du * side < 0.0 {
+                let w8 = (1.0 - smoothstep(0.6, 1.0, (e - 1.0) / lk.atrophy)) * smoothstep(0.0, 0.5, -du * side);
+                c = [0, 1, 2].map(|k| c[k] * (1.0 - 0.7 * w8) + [215.0, 170.0, 130.0][k] * 0.7 * w8);
+            }
+            // A flame haemorrhage at the margin.
+            if let Some(at) = lk.haemorrhage {
+                let theta = dv.atan2(du * side);
+                let dist = (theta - at).abs().min(std::f32::consts::TAU - (theta - at).abs());
+                if e > 0.9 && e < 1.45 && dist < 0.14 {
+                    let w8 = (1.0 - dist / 0.14) * (1.0 - smoothstep(1.2, 1.45, e));
+                    c = [0, 1, 2].map(|k| c[k] * (1.0 - 0.8 * w8) + [110.0, 18.0, 12.0][k] * 0.8 * w8);
+                }
+            }
             let disc_w = 1.0 - smoothstep(0.93, 1.05, e);
             if disc_w > 0.0 {
                 let theta = dv.atan2(du * side);
@@ -317,17 +474,30 @@ pub fn render(p: &Params) -> RgbImage {
             c[1] *= 1.0 - 0.62 * vs;
             c[2] *= 1.0 - 0.5 * vs;
             let mut shade = 1.0 - smoothstep(0.985, 1.0, d);
+            if lk.glare > 0.0 {
+                let g2 = ((u - glare_at.0).powi(2) + (v - glare_at.1).powi(2)) / (2.0 * 0.12f32.powi(2));
+                let add = 255.0 * lk.glare * (-g2).exp();
+                c = c.map(|ch| ch + add);
+            }
+            if lk.lashes > 0.0 && v < -0.35 {
+                // Curved dark strands hanging from the top of the field.
+                let strand = ((u * 23.0 + lash_phase + 4.0 * (v + 1.0).powi(2)).sin()).abs();
+                if strand < 0.12 {
+                    shade *= 1.0 - lk.lashes * (1.0 - strand / 0.12) * smoothstep(-0.35, -0.8, v);
+                }
+            }
             if p.defect == Some(Defect::Occluded) && v < lid + 0.12 * (3.0 * u).sin() {
                 shade *= 0.12; // an eyelid across the upper field
             }
             for k in 0..3 {
-                px[k] = ((c[k] * exposure * shade) + 3.0 * n).clamp(0.0, 255.0) as u8;
+                px[k] = ((c[k] * lk.cast[k] * exposure * shade) + 3.0 * n).clamp(0.0, 255.0) as u8;
             }
         }
     });
     let img = RgbImage::from_raw(w, h, buf).unwrap_or_else(|| RgbImage::from_pixel(w, h, Rgb([0, 0, 0])));
     match p.defect {
         Some(Defect::Blur) => imageops::fast_blur(&img, 0.012 * short),
+        _ if p.look.blur > 0.0 => imageops::fast_blur(&img, p.look.blur * short),
         _ => img,
     }
 }
@@ -413,6 +583,7 @@ mod tests {
             defect,
             glaucoma: true,
             seed: 7,
+            look: Look::default(),
         }
     }
 
@@ -422,6 +593,39 @@ mod tests {
         let mut other = params(None);
         other.seed = 8;
         assert_ne!(render(&params(None)), render(&other));
+    }
+
+    /// The second task's labels are drawn from its oracle, so the oracle is
+    /// calibrated, and its ceiling is neither trivial nor hopeless. Large
+    /// healthy discs have large cups (the classic false positive).
+    #[test]
+    fn the_second_task_has_a_known_ceiling() {
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let ps: Vec<Params> = (0..6000).map(|_| Params::sample_v2(&mut rng, &[(640, 480)])).collect();
+        let oracle: Vec<f64> = ps.iter().map(|p| f64::from(p.look.oracle_p.expect("oracle_p"))).collect();
+        let labels: Vec<bool> = ps.iter().map(|p| p.glaucoma).collect();
+        let n = ps.len() as f64;
+        let (mean_p, rate) = (oracle.iter().sum::<f64>() / n, labels.iter().filter(|&&l| l).count() as f64 / n);
+        assert!((mean_p - rate).abs() < 0.02, "oracle mean {mean_p} vs label rate {rate}");
+        // AUC of the oracle by ranks (no ties to speak of).
+        let mut idx: Vec<usize> = (0..ps.len()).collect();
+        idx.sort_by(|&a, &b| oracle[a].total_cmp(&oracle[b]));
+        let pos = labels.iter().filter(|&&l| l).count() as f64;
+        let rank_sum: f64 = idx.iter().enumerate().filter(|&(_, &i)| labels[i]).map(|(r, _)| r as f64 + 1.0).sum();
+        let auc = (rank_sum - pos * (pos + 1.0) / 2.0) / (pos * (n - pos));
+        assert!((0.8..0.93).contains(&auc), "oracle AUC {auc}");
+        // Healthy-looking discs (low oracle_p): the cup grows with the disc.
+        let healthy: Vec<&Params> = ps.iter().filter(|p| p.look.oracle_p < Some(0.2)).collect();
+        let mean_cdr = |f: &dyn Fn(&Params) -> bool| {
+            let v: Vec<f32> = healthy.iter().filter(|p| f(p)).map(|p| p.cdr).collect();
+            v.iter().sum::<f32>() / v.len().max(1) as f32
+        };
+        let (small, large) = (mean_cdr(&|p| p.look.disc_scale < 0.9), mean_cdr(&|p| p.look.disc_scale > 1.15));
+        assert!(large > small + 0.08, "healthy cups: small discs {small}, large discs {large}");
+        // Gradability is graded: some photos are borderline either way.
+        let borderline = ps.iter().filter(|p| p.look.gradable_p.is_some_and(|g| (0.2..0.8).contains(&g))).count();
+        assert!(borderline > 60, "{borderline} borderline photos");
+        assert_eq!(render(&ps[0]), render(&ps[0]));
     }
 
     #[test]

@@ -29,8 +29,60 @@ pub struct Evaluation {
     pub partial_auc_90: f64,
     pub gradable_auc: f64,
     pub calibration_error: f64,
+    /// 95% intervals: the AUC's (Hanley and McNeil), sensitivity's and
+    /// specificity's (Wilson).
+    #[serde(default)]
+    pub auc_ci95: Option<[f64; 2]>,
+    #[serde(default)]
+    pub sensitivity_ci95: Option<[f64; 2]>,
+    #[serde(default)]
+    pub specificity_ci95: Option<[f64; 2]>,
+    /// On a synthetic set, the ceiling: the AUC of the generator's own
+    /// probability on the same photos, and its sensitivity at this
+    /// evaluation's specificity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oracle_auc: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oracle_sensitivity: Option<f64>,
     #[serde(skip)]
     pub roc: Vec<RocPoint>,
+}
+
+/// Wilson's 95% interval for `k` successes in `n`.
+pub fn wilson95(k: usize, n: usize) -> Option<[f64; 2]> {
+    if n == 0 {
+        return None;
+    }
+    let (z, n, p) = (1.959_964f64, n as f64, k as f64 / n as f64);
+    let centre = (p + z * z / (2.0 * n)) / (1.0 + z * z / n);
+    let half = z * (p * (1.0 - p) / n + z * z / (4.0 * n * n)).sqrt() / (1.0 + z * z / n);
+    Some([(centre - half).max(0.0), (centre + half).min(1.0)])
+}
+
+/// Hanley and McNeil's 95% interval for an AUC with `pos` positives and `neg` negatives.
+pub fn auc_ci95(auc: f64, pos: usize, neg: usize) -> Option<[f64; 2]> {
+    if pos == 0 || neg == 0 || !auc.is_finite() {
+        return None;
+    }
+    let (q1, q2) = (auc / (2.0 - auc), 2.0 * auc * auc / (1.0 + auc));
+    let (p, n) = (pos as f64, neg as f64);
+    let var = (auc * (1.0 - auc) + (p - 1.0) * (q1 - auc * auc) + (n - 1.0) * (q2 - auc * auc)) / (p * n);
+    let half = 1.959_964 * var.max(0.0).sqrt();
+    Some([(auc - half).max(0.0), (auc + half).min(1.0)])
+}
+
+impl Evaluation {
+    /// Adds the oracle's figures from the generator's `oracle_p` of each
+    /// photo (in the same order as the scores `evaluate` was given), over the
+    /// same rows; nothing when any of those photos has none.
+    pub fn with_oracle(mut self, oracle: &[Option<f32>], glaucoma: &[bool], gmask: &[bool]) -> Evaluation {
+        let rows: Option<Vec<(f32, bool)>> = (0..gmask.len()).filter(|&i| gmask[i]).map(|i| oracle.get(i).copied().flatten().map(|p| (p, glaucoma[i]))).collect();
+        if let Some((os, ol)) = rows.map(|r| r.into_iter().unzip::<f32, bool, Vec<f32>, Vec<bool>>()).filter(|(os, _)| !os.is_empty()) {
+            self.oracle_auc = Some(metrics::auc(&os, &ol));
+            self.oracle_sensitivity = metrics::sensitivity_at_specificity(&os, &ol, self.specificity).map(|x| x.0);
+        }
+        self
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
@@ -132,6 +184,11 @@ pub fn evaluate(
         partial_auc_90: metrics::partial_auc(&gs, &gl, 0.9),
         gradable_auc: metrics::auc(&qs, &ql),
         calibration_error: metrics::expected_calibration_error(&gs, &gl, 10),
+        auc_ci95: auc_ci95(metrics::auc(&gs, &gl), pos, gs.len() - pos),
+        sensitivity_ci95: wilson95(tp, pos),
+        specificity_ci95: wilson95(tn, gs.len() - pos),
+        oracle_auc: None,
+        oracle_sensitivity: None,
         roc: metrics::roc_curve(&gs, &gl),
     }
 }

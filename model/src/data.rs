@@ -20,6 +20,9 @@ pub struct Sample {
     pub gradable: Option<bool>,
     /// Key that keeps one person's photos in one split.
     pub group: String,
+    /// The synthetic generator's probability of glaucoma given everything it
+    /// drew (the label was drawn from it): the best any model can do.
+    pub oracle_p: Option<f32>,
 }
 
 fn parse_bool(v: &str) -> Option<bool> {
@@ -59,7 +62,7 @@ fn per_class(dir: &Path) -> Result<Vec<Sample>, Error> {
             let ext = p.extension().and_then(|x| x.to_str()).unwrap_or("").to_ascii_lowercase();
             if matches!(ext.as_str(), "jpg" | "jpeg" | "png" | "dcm") {
                 let group = p.to_string_lossy().into_owned();
-                out.push(Sample { path: p, glaucoma: Some(label), gradable: None, group });
+                out.push(Sample { path: p, glaucoma: Some(label), gradable: None, group, oracle_p: None });
             }
         }
     }
@@ -78,6 +81,7 @@ fn manifest(csv_path: &Path) -> Result<Vec<Sample>, Error> {
     let label_col = col(&["glaucoma", "label", "class"])
         .ok_or_else(|| err("no label column (glaucoma, label or class)".into()))?;
     let gradable_col = col(&["gradable"]);
+    let oracle_col = col(&["oracle_p"]);
     let patient_col = col(&["patient", "patient_id", "patient_ref"]);
     if path_col.is_none() && id_col.is_none() {
         return Err(err("no path column (path, file, image) or challenge_id".into()));
@@ -101,7 +105,11 @@ fn manifest(csv_path: &Path) -> Result<Vec<Sample>, Error> {
             "" => path.to_string_lossy().into_owned(),
             p => p.to_owned(),
         };
-        out.push(Sample { path, glaucoma, gradable, group });
+        let oracle_p = match field(oracle_col) {
+            "" => None,
+            v => Some(v.parse::<f32>().ok().filter(|p| (0.0..=1.0).contains(p)).ok_or_else(|| err(format!("row {}: oracle_p {v:?} is not a probability", line + 2)))?),
+        };
+        out.push(Sample { path, glaucoma, gradable, group, oracle_p });
     }
     Ok(out)
 }
