@@ -51,6 +51,32 @@ fn a_small_model_trains_evaluates_and_learns_gradability() {
         serde_json::from_str(&std::fs::read_to_string(dir.join("eval/evaluation.json")).expect("evaluation")).expect("json");
     assert_eq!(e["n"].as_u64(), Some(240 - e_ungradable(&data)));
     assert_eq!(e["threshold"].as_f64().map(|t| (t - threshold).abs() < 1e-6), Some(true));
+    // On a synthetic set the ceiling is reported beside the model.
+    let oracle = e["oracle_auc"].as_f64().expect("oracle_auc");
+    assert!((0.6..=1.0).contains(&oracle), "oracle AUC {oracle}");
+    assert!(e["oracle_sensitivity"].as_f64().is_some() && report.contains("oracle"), "{report}");
+    let [lo, hi] = [0, 1].map(|i| e["auc_ci95"][i].as_f64().expect("AUC interval"));
+    let auc = e["auc"].as_f64().expect("auc");
+    assert!(lo <= auc && auc <= hi && hi - lo < 0.5, "AUC {auc} in {lo}..{hi}");
+
+    // Scoring a folder offline: photos that are not of a fundus are reported
+    // as such, never scored; the fundus photos beside them are.
+    let photos = dir.join("photos");
+    std::fs::create_dir_all(&photos).expect("photos");
+    std::fs::copy(data.join("synth-000000.jpg"), photos.join("fundus.jpg")).expect("copy");
+    std::fs::write(photos.join("astronaut.png"), tests::fixtures::skimage_data("astronaut.png")).expect("astronaut");
+    let grey = image::RgbImage::from_pixel(800, 600, image::Rgb([120, 120, 120]));
+    std::fs::write(photos.join("grey.jpg"), imaging::synth::to_jpeg(&grey, 90)).expect("grey");
+    let text = fundus(&["score", &s(&photos), "--model", &s(&out), "--cpu", "--out", &s(&dir.join("scores.csv"))]);
+    assert!(text.contains("3 photos") && text.contains("2 failed"), "{text}");
+    let mut rows = csv::Reader::from_path(dir.join("scores.csv")).expect("scores");
+    for row in rows.records() {
+        let row = row.expect("row");
+        match &row[0] {
+            "fundus.jpg" => assert!(row[1].parse::<f64>().is_ok() && row[9].is_empty(), "{row:?}"),
+            _ => assert!(row[1].is_empty() && row[9].starts_with("not_fundus:"), "{row:?}"),
+        }
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
