@@ -15,8 +15,8 @@ const TOO_BRIGHT: f32 = 0.75;
 const SATURATED_MAX: f32 = 0.15;
 const BLUR_MIN: f32 = 2.0;
 /// Share of a fundus photo's lit pixels that must have a retina's colour.
-pub const FUNDUS_MIN_SHARE: f32 = 0.93;
-/// Lit pixels (the brightest channel 30..250) below this share of the area
+pub const FUNDUS_MIN_SHARE: f32 = 0.96;
+/// Lit pixels (the brightest channel 30..235: near clipping, colour is lost) below this share of the area
 /// are too few to judge colour by: the photo is too dark or too bright.
 const FUNDUS_MIN_LIT: f32 = 0.2;
 
@@ -126,7 +126,7 @@ pub fn fundus_colour<'a>(pixels: impl Iterator<Item = &'a image::Rgb<u8>>) -> Op
         total += 1;
         let [r, g, b] = p.0.map(u32::from);
         let v = r.max(g).max(b);
-        if !(30..=250).contains(&v) {
+        if !(30..=235).contains(&v) {
             continue;
         }
         lit += 1;
@@ -208,11 +208,20 @@ mod tests {
             lowest = lowest.min(q.fundus_colour.unwrap_or(1.0));
         }
         assert!(lowest >= FUNDUS_MIN_SHARE, "{lowest}");
-        for colour in [[128, 128, 128], [250, 250, 250], [40, 90, 200], [200, 170, 150]] {
+        // Bright exposures of a light fundus (two such were refused when
+        // near-clipped pixels still counted): near clipping, colour is lost.
+        for (exposure, pigment) in [(1.82, 0.74), (1.47, 0.66), (2.2, 0.7)] {
+            let p = Params { exposure, pigment, ..Params::sample_v2(&mut rng, &[(800, 600)]) };
+            let q = assess(&render(&p));
+            assert!(!q.issues.contains(&QualityIssue::NotFundus), "{p:?}: {q:?}");
+        }
+        for colour in [[128, 128, 128], [225, 225, 225], [40, 90, 200], [200, 170, 150]] {
             let q = assess(&RgbImage::from_pixel(640, 480, image::Rgb(colour)));
             assert!(q.issues.contains(&QualityIssue::NotFundus), "{colour:?}: {q:?}");
         }
-        // Black is too dark to judge by colour: a retake, not a verdict.
+        // Black is too dark, and a white frame too bright, to judge by colour:
+        // a retake, not a verdict.
+        assert_eq!(assess(&RgbImage::from_pixel(640, 480, image::Rgb([250; 3]))).issues, vec![QualityIssue::TooBright]);
         let q = assess(&RgbImage::new(640, 480));
         assert_eq!(q.fundus_colour, None);
         assert!(!q.issues.contains(&QualityIssue::NotFundus) && q.retake, "{q:?}");
