@@ -337,7 +337,7 @@ mod tests {
             let mut c = (data.len() as u32).to_be_bytes().to_vec();
             c.extend_from_slice(kind);
             c.extend_from_slice(data);
-            let crc = crc32(&c[4..]);
+            let crc = crc32fast::hash(&c[4..]);
             c.extend_from_slice(&crc.to_be_bytes());
             c
         };
@@ -349,17 +349,6 @@ mod tests {
         out.extend(chunk(b"tIME", &[7, 234, 1, 2, 3, 4, 5]));
         out.extend_from_slice(&p[ihdr_end..]);
         out
-    }
-
-    fn crc32(bytes: &[u8]) -> u32 {
-        let mut c = 0xFFFF_FFFFu32;
-        for &b in bytes {
-            c ^= b as u32;
-            for _ in 0..8 {
-                c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
-            }
-        }
-        !c
     }
 
     #[test]
