@@ -20,6 +20,6 @@ pub use deid::deidentify;
 pub use fov::{Fov, find_fov};
 pub use inspect::{Inspection, Limits, Reject, inspect};
 pub use preprocess::{Preprocessed, Preprocessing, preprocess, preprocess_image};
-pub use quality::{FUNDUS_MIN_SHARE, Quality, QualityIssue, assess, fundus_colour};
+pub use quality::{FUNDUS_MIN_SHARE, Quality, QualityIssue, assess, check_fundus};
 
 pub use image::RgbImage;

@@ -62,7 +62,7 @@ pub fn assess(img: &RgbImage) -> Quality {
         if brightness < TOO_DARK {
             issues.push(QualityIssue::TooDark);
         }
-        if fundus_colour.is_some_and(|s| s < FUNDUS_MIN_SHARE) {
+        if not_fundus(fundus_colour) {
             issues.push(QualityIssue::NotFundus);
         }
         return Quality {
@@ -100,7 +100,7 @@ pub fn assess(img: &RgbImage) -> Quality {
     if sharpness < BLUR_MIN {
         issues.push(QualityIssue::TooBlurred);
     }
-    if fundus_colour.is_some_and(|s| s < FUNDUS_MIN_SHARE) {
+    if not_fundus(fundus_colour) {
         issues.push(QualityIssue::NotFundus);
     }
     Quality {
@@ -134,6 +134,19 @@ pub fn fundus_colour<'a>(pixels: impl Iterator<Item = &'a image::Rgb<u8>>) -> Op
         red += (4 * g < 3 * r && 5 * b < 3 * r) as usize;
     }
     (total > 0 && lit as f32 >= FUNDUS_MIN_LIT * total as f32).then(|| red as f32 / lit as f32)
+}
+
+fn not_fundus(share: Option<f32>) -> bool {
+    share.is_some_and(|s| s < FUNDUS_MIN_SHARE)
+}
+
+/// Refuses pixels (a photo, or its preprocessed crop) that are not of a
+/// fundus, by the same measure as `assess`.
+pub fn check_fundus(img: &RgbImage) -> Result<(), crate::Reject> {
+    match fundus_colour(img.pixels()) {
+        Some(share) if not_fundus(Some(share)) => Err(crate::Reject::NotFundus { share }),
+        _ => Ok(()),
+    }
 }
 
 fn luma(p: &image::Rgb<u8>) -> f32 {

@@ -76,7 +76,11 @@ pub fn score_dir(
         let prep = info.preprocessing.clone();
         scope.spawn(move || {
             producer_files.par_iter().enumerate().for_each(|(i, path)| {
-                let prepared = std::fs::read(path).map_err(|e| e.to_string()).and_then(|bytes| prepare(&bytes, &prep));
+                // Uploads were refused at the door when not of a fundus; a
+                // folder scored here was not, so its files are checked here.
+                let prepared = std::fs::read(path).map_err(|e| e.to_string()).and_then(|bytes| prepare(&bytes, &prep)).and_then(|p| {
+                    imaging::check_fundus(&p.crop).map(|()| p).map_err(|e| format!("{}: {e}", e.code()))
+                });
                 match prepared {
                     Ok(p) => {
                         let tx = producer_tx.clone();

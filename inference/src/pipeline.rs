@@ -18,11 +18,6 @@ pub fn prepare(bytes: &[u8], prep: &Preprocessing) -> Result<Prepared, String> {
     let run = || -> Result<Prepared, String> {
         let format = imaging::sniff(bytes).ok_or("unknown_format: not a JPEG, PNG or DICOM file")?;
         let out = imaging::preprocess(bytes, format, prep).map_err(|e| format!("{}: {} photo: {e}", e.code(), format.as_str()))?;
-        // Uploads are checked for this already; a folder scored offline is not.
-        if let Some(share) = imaging::fundus_colour(out.crop.pixels()).filter(|&s| s < imaging::FUNDUS_MIN_SHARE) {
-            let e = imaging::Reject::NotFundus { share };
-            return Err(format!("{}: {e}", e.code()));
-        }
         Ok(Prepared { chw: out.planar(), crop: out.crop })
     };
     match catch_unwind(AssertUnwindSafe(run)) {
