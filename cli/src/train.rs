@@ -177,7 +177,6 @@ pub async fn train(a: TrainArgs) -> anyhow::Result<()> {
     let (fz, fl): (Vec<f32>, Vec<bool>) = (0..gm.len()).filter(|&i| gm[i]).map(|i| (vz[i], gl[i])).unzip();
     let platt = calibrate::fit(&fz, &fl);
     let cal = |z: &[f32]| z.iter().map(|&z| platt.prob(z)).collect::<Vec<f32>>();
-    let raw = evaluate(&sig(&vz), &gl, &gm, &sig(&vq), &ql, &qm, None);
     let validation = evaluate(&cal(&vz), &gl, &gm, &sig(&vq), &ql, &qm, None).with_oracle(&oracle(&va), &gl, &gm);
     let threshold = validation.threshold;
     let floor = calibrate::band_floor(threshold, a.uncertain_odds);
@@ -187,7 +186,7 @@ pub async fn train(a: TrainArgs) -> anyhow::Result<()> {
         scale: platt.scale,
         shift: platt.shift,
         n: fz.len(),
-        ece_before: raw.calibration_error,
+        ece_before: model::metrics::expected_calibration_error(&sig(&fz), &fl, 10),
         ece_after: validation.calibration_error,
         band_floor: floor,
         band_share: in_band as f64 / fz.len().max(1) as f64,

@@ -76,8 +76,13 @@ impl Evaluation {
     /// photo (in the same order as the scores `evaluate` was given), over the
     /// same rows; nothing when any of those photos has none.
     pub fn with_oracle(mut self, oracle: &[Option<f32>], glaucoma: &[bool], gmask: &[bool]) -> Evaluation {
-        let rows: Option<Vec<(f32, bool)>> = (0..gmask.len()).filter(|&i| gmask[i]).map(|i| oracle.get(i).copied().flatten().map(|p| (p, glaucoma[i]))).collect();
-        if let Some((os, ol)) = rows.map(|r| r.into_iter().unzip::<f32, bool, Vec<f32>, Vec<bool>>()).filter(|(os, _)| !os.is_empty()) {
+        let (mut os, mut ol) = (Vec::new(), Vec::new());
+        for i in (0..gmask.len()).filter(|&i| gmask[i]) {
+            let Some(p) = oracle.get(i).copied().flatten() else { return self };
+            os.push(p);
+            ol.push(glaucoma[i]);
+        }
+        if !os.is_empty() {
             self.oracle_auc = Some(metrics::auc(&os, &ol));
             self.oracle_sensitivity = metrics::sensitivity_at_specificity(&os, &ol, self.specificity).map(|x| x.0);
         }
@@ -174,17 +179,18 @@ pub fn evaluate(
     let pos = gl.iter().filter(|&&l| l).count();
     let tp = gs.iter().zip(&gl).filter(|(s, l)| **l && **s >= threshold).count();
     let tn = gs.iter().zip(&gl).filter(|(s, l)| !**l && **s < threshold).count();
+    let auc = metrics::auc(&gs, &gl);
     Evaluation {
         n: gs.len(),
         positives: pos,
         threshold,
-        auc: metrics::auc(&gs, &gl),
+        auc,
         sensitivity: tp as f64 / pos.max(1) as f64,
         specificity: tn as f64 / (gs.len() - pos).max(1) as f64,
         partial_auc_90: metrics::partial_auc(&gs, &gl, 0.9),
         gradable_auc: metrics::auc(&qs, &ql),
         calibration_error: metrics::expected_calibration_error(&gs, &gl, 10),
-        auc_ci95: auc_ci95(metrics::auc(&gs, &gl), pos, gs.len() - pos),
+        auc_ci95: auc_ci95(auc, pos, gs.len() - pos),
         sensitivity_ci95: wilson95(tp, pos),
         specificity_ci95: wilson95(tn, gs.len() - pos),
         oracle_auc: None,
