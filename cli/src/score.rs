@@ -62,7 +62,7 @@ impl ModelArgs {
     pub fn routing(&self) -> anyhow::Result<Routing> {
         anyhow::ensure!((0.0..=1.0).contains(&self.gradable_threshold), "--gradable-threshold must be within 0..1");
         if let Some(o) = self.uncertain_odds {
-            anyhow::ensure!(o.is_finite() && (1.0..=100.0).contains(&o), "--uncertain-odds must be a factor from 1 to 100, not {o}");
+            model::calibrate::check_odds(o).map_err(|e| anyhow::anyhow!("--uncertain-odds: {e}"))?;
         }
         anyhow::ensure!((0.0..=1.0).contains(&self.qa_rate), "--qa-rate must be within 0..1");
         Ok(Routing { gradable_threshold: self.gradable_threshold, uncertain_odds: self.uncertain_odds, qa_rate: self.qa_rate })

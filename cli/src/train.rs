@@ -7,7 +7,7 @@ use anyhow::Context;
 use model::card::{CARD_FILE, ModelCard, WEIGHTS_FILE, evaluate, fingerprint, roc_png};
 use indicatif::{ProgressBar, ProgressStyle};
 use model::train::{self, Event, TrainConfig, Tensors};
-use model::{Arch, Net, calibrate};
+use model::{Arch, calibrate};
 use tch::Device;
 
 #[derive(clap::Args)]
@@ -115,7 +115,7 @@ pub async fn train(a: TrainArgs) -> anyhow::Result<()> {
     let samples = model::data::load(&a.data)?;
     let (tr, va, te) = model::data::split(&samples, a.val, a.test, a.seed);
     anyhow::ensure!(!tr.is_empty() && !va.is_empty(), "too few photos to split: {} in all", samples.len());
-    anyhow::ensure!(a.uncertain_odds.is_finite() && (1.0..=100.0).contains(&a.uncertain_odds), "--uncertain-odds must be a factor from 1 to 100, not {}", a.uncertain_odds);
+    calibrate::check_odds(a.uncertain_odds).map_err(|e| anyhow::anyhow!("--uncertain-odds: {e}"))?;
     let prep = imaging::Preprocessing::new(a.size);
     let t0 = Instant::now();
     let (train_t, val_t) = (train::load(&tr, &prep)?, train::load(&va, &prep)?);
@@ -183,8 +183,7 @@ pub async fn train(a: TrainArgs) -> anyhow::Result<()> {
     let in_band = fz.iter().map(|&z| platt.prob(z)).filter(|&p| p >= floor && p < threshold).count();
     let calibration = calibrate::Calibration {
         method: "platt".into(),
-        scale: platt.scale,
-        shift: platt.shift,
+        platt,
         n: fz.len(),
         ece_before: model::metrics::expected_calibration_error(&sig(&fz), &fl, 10),
         ece_after: validation.calibration_error,
@@ -222,7 +221,7 @@ pub async fn train(a: TrainArgs) -> anyhow::Result<()> {
     }
     println!(
         "calibration: Platt scale {:.3} shift {:.3} on {} validation photos, ECE {:.3} -> {:.3}; uncertain band {:.4}..{threshold:.4} (odds within {}x) holds {:.1}% of them",
-        calibration.scale, calibration.shift, calibration.n, calibration.ece_before, calibration.ece_after, floor, a.uncertain_odds, 100.0 * calibration.band_share
+        platt.scale, platt.shift, calibration.n, calibration.ece_before, calibration.ece_after, floor, a.uncertain_odds, 100.0 * calibration.band_share
     );
     println!(
         "threshold {threshold:.4} (95% specificity on validation, calibrated); best epoch {}; {} and {} in {}; {:.0} s in all",
@@ -271,17 +270,19 @@ fn write_roc_csv(path: &std::path::Path, sets: &[(&str, &model::Evaluation)], wi
 }
 
 pub fn evaluate_cmd(a: EvaluateArgs) -> anyhow::Result<()> {
-    let device = Device::cuda_if_available();
-    let card = ModelCard::load(&a.model)?;
-    let mut vs = tch::nn::VarStore::new(device);
-    let net = Net::new(&vs.root(), card.train.arch);
-    vs.load(a.model.join(WEIGHTS_FILE)).with_context(|| format!("loading {}", a.model.join(WEIGHTS_FILE).display()))?;
+    // Scored as inference scores: the card's weights (digest checked), its
+    // preprocessing and its calibration.
+    let scorer = model::Scorer::load(&a.model, Device::cuda_if_available(), model::Precision::F32)?;
+    let card = &scorer.card;
     let samples = model::data::load(&a.data)?;
     let t = train::load(&samples, &card.preprocessing)?;
-    let (z, q) = train::predict_logits(&net, &t.x, &card.preprocessing, device, 64);
-    let platt = card.calibration.as_ref().map_or(calibrate::Platt::IDENTITY, |c| calibrate::Platt { scale: c.scale, shift: c.shift });
-    let g: Vec<f32> = z.iter().map(|&z| platt.prob(z)).collect();
-    let q: Vec<f32> = q.iter().map(|&z| calibrate::sigmoid(z)).collect();
+    let n = t.x.size()[0];
+    let (mut g, mut q) = (Vec::new(), Vec::new());
+    for start in (0..n).step_by(64) {
+        let s = scorer.score(&t.x.narrow(0, start, 64.min(n - start)), false);
+        g.extend(s.glaucoma);
+        q.extend(s.gradable);
+    }
     let (gl, gm, ql, qm) = columns(&t);
     let e = evaluate(&g, &gl, &gm, &q, &ql, &qm, Some(card.threshold)).with_oracle(&oracle(&samples), &gl, &gm);
     let out = a.out.unwrap_or(a.model);

@@ -43,6 +43,15 @@ pub fn band_floor(threshold: f32, odds: f32) -> f32 {
     (o / (1.0 + o)) as f32
 }
 
+/// Checks an uncertain band's factor in odds: finite, 1 (no band) to 100.
+pub fn check_odds(odds: f32) -> Result<(), String> {
+    if odds.is_finite() && (1.0..=100.0).contains(&odds) {
+        Ok(())
+    } else {
+        Err(format!("the uncertain band's factor in odds must be from 1 to 100, not {odds}"))
+    }
+}
+
 pub fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + (-x).exp())
 }
@@ -51,8 +60,9 @@ pub fn sigmoid(x: f32) -> f32 {
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct Calibration {
     pub method: String,
-    pub scale: f32,
-    pub shift: f32,
+    /// `scale` and `shift`, beside the rest in the card's JSON.
+    #[serde(flatten)]
+    pub platt: Platt,
     /// Validation photos it was fitted on.
     pub n: usize,
     /// Expected calibration error (10 bins) on validation data before and after.

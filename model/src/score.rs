@@ -102,8 +102,8 @@ impl Scorer {
         if let Some(Err(e)) = card.calibration.map(|c| c.check()) {
             return Err(Error::Data(format!("{}: {e}", card_path.display())));
         }
-        if let Some(o) = card.uncertain_odds.filter(|o| !(o.is_finite() && (1.0..=100.0).contains(o))) {
-            return Err(Error::Data(format!("{}: uncertain_odds {o} is not a factor from 1 to 100", card_path.display())));
+        if let Some(Err(e)) = card.uncertain_odds.map(crate::calibrate::check_odds) {
+            return Err(Error::Data(format!("{}: uncertain_odds: {e}", card_path.display())));
         }
         let kind = match (precision, device) {
             (Precision::F32, _) | (Precision::Auto, Device::Cpu) => Kind::Float,
