@@ -5,7 +5,9 @@
 //!
 //! - JPEG: every APPn and COM segment goes (EXIF with its GPS position and
 //!   camera serial, XMP, maker notes, thumbnails, Multi-Picture extras) except
-//!   JFIF, the ICC colour profile and Adobe's colour-transform flag; the EXIF
+//!   JFIF and Adobe's colour-transform flag (each cut to its fixed fields, so
+//!   a JFIF thumbnail or text appended to either goes) and the ICC colour
+//!   profile; the EXIF
 //!   orientation comes back as a minimal EXIF segment holding only that tag.
 //!   Anything after the first image's end marker goes too.
 //! - PNG: only the chunks that define the pixels and their colours stay
@@ -51,21 +53,29 @@ fn jpeg(b: &[u8]) -> Result<Vec<u8>, Reject> {
     if orientation != 1 {
         out.extend_from_slice(&exif::orientation_segment(orientation));
     }
+    // JFIF and Adobe segments are rewritten to their fixed fields: bytes a
+    // writer appends after them (a JFIF thumbnail, or any text) go.
     container::jpeg_pieces(b, |marker, piece| {
         let payload = piece.get(4..).unwrap_or(&[]);
-        let keep = match marker {
-            0xD8 => false, // written above
-            0xE0 => payload.starts_with(b"JFIF\0"),
-            0xE2 => payload.starts_with(b"ICC_PROFILE\0"),
-            0xEE => payload.starts_with(b"Adobe"),
-            0xE1 | 0xE3..=0xED | 0xEF | 0xFE => false,
-            _ => true,
-        };
-        if keep {
-            out.extend_from_slice(piece);
+        match marker {
+            0xD8 => {} // written above
+            // "JFIF\0", version, units, densities; then no thumbnail (0 x 0).
+            0xE0 if payload.starts_with(b"JFIF\0") && payload.len() >= 14 => segment(&mut out, 0xE0, &[&payload[..12], &[0, 0][..]].concat()),
+            // "Adobe", version, two flag words, the colour transform.
+            0xEE if payload.starts_with(b"Adobe") && payload.len() >= 12 => segment(&mut out, 0xEE, &payload[..12]),
+            0xE2 if payload.starts_with(b"ICC_PROFILE\0") => out.extend_from_slice(piece),
+            0xE0..=0xEF | 0xFE => {}
+            _ => out.extend_from_slice(piece),
         }
     })?;
     Ok(out)
+}
+
+/// Writes a JPEG marker segment.
+fn segment(out: &mut Vec<u8>, marker: u8, fields: &[u8]) {
+    out.extend_from_slice(&[0xFF, marker]);
+    out.extend_from_slice(&((fields.len() + 2) as u16).to_be_bytes());
+    out.extend_from_slice(fields);
 }
 
 /// Chunks that define the pixels and how to show their colours.
@@ -314,6 +324,23 @@ mod tests {
         assert_eq!(a.as_raw(), b.as_raw(), "pixels are untouched");
         assert_eq!(deidentify(&out, Format::Jpeg).expect("again"), out, "idempotent");
         assert_eq!(deidentify(&original, Format::Jpeg).expect("same"), out, "deterministic");
+    }
+
+    /// JFIF and Adobe segments are kept for their fields only: a thumbnail
+    /// or text a writer hides after them does not survive.
+    #[test]
+    fn jfif_and_adobe_segments_keep_only_their_fields() {
+        let mut jfif = b"JFIF\0\x01\x02\x01\x00\x48\x00\x48".to_vec();
+        jfif.extend_from_slice(&[2, 1]); // a 2 x 1 thumbnail...
+        jfif.extend_from_slice(b"Jane Doe"); // ...whose "pixels" are a name
+        let original = jpeg_with(&[(0xE0, &jfif), (0xEE, b"Adobe\x00\x64\x00\x00\x00\x00\x01patient 12345")]);
+        let out = deidentify(&original, Format::Jpeg).expect("de-identified");
+        assert!(!contains(&out, b"Jane") && !contains(&out, b"12345"), "hidden text survived");
+        assert!(contains(&out, b"\xFF\xE0\x00\x10JFIF\0\x01\x02\x01\x00\x48\x00\x48\x00\x00"), "JFIF fields are kept");
+        assert!(contains(&out, b"\xFF\xEE\x00\x0EAdobe\x00\x64\x00\x00\x00\x00\x01"), "the colour transform is kept");
+        let (a, b) = (crate::decode_rgb(&original, Format::Jpeg).expect("a"), crate::decode_rgb(&out, Format::Jpeg).expect("b"));
+        assert_eq!(a.as_raw(), b.as_raw(), "pixels are untouched");
+        assert_eq!(deidentify(&out, Format::Jpeg).expect("again"), out, "idempotent");
     }
 
     #[test]
