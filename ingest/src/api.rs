@@ -226,7 +226,7 @@ async fn read_limited(body: Body, limit: u64) -> Result<Bytes, ApiError> {
 /// Room in the server's buffer budget for an upload of at most `bytes`
 /// bytes, twice over (the body and its de-identified copy).
 async fn buffer_room(s: &AppState, bytes: u64) -> Result<tokio::sync::OwnedSemaphorePermit, ApiError> {
-    let kib = (2 * bytes).div_ceil(1024).clamp(1, s.config.max_buffered_bytes.div_ceil(1024).max(1)) as u32;
+    let kib = (2 * bytes).div_ceil(1024).clamp(1, u64::from(s.buffer_kib)) as u32;
     tokio::time::timeout(std::time::Duration::from_secs(10), s.buffer_budget.clone().acquire_many_owned(kib))
         .await
         .map_err(|_| ApiError::Busy)?
@@ -310,13 +310,17 @@ async fn upload(
     let _room = buffer_room(s, if declared_len > 0 { declared_len } else { limit }).await?;
     let original = read_limited(body, limit).await?;
     // What is stored (and hashed) is the de-identified photo: the same upload
-    // always gives the same bytes, so retries still find it.
-    let bytes: Bytes = tokio::task::spawn_blocking(move || imaging::deidentify(&original, declared))
-        .await
-        .map_err(|e| ApiError::Internal(format!("de-identification task: {e}")))??
-        .into();
+    // always gives the same bytes, so retries still find it. It parses the
+    // container (a DICOM file whole), so it takes a decode slot like the checks.
+    let bytes: Bytes = {
+        let _permit = s.decode_slots.acquire().await.map_err(|e| ApiError::Internal(e.to_string()))?;
+        tokio::task::spawn_blocking(move || imaging::deidentify(&original, declared))
+            .await
+            .map_err(|e| ApiError::Internal(format!("de-identification task: {e}")))??
+            .into()
+    };
     let digest: [u8; 32] = Sha256::digest(&bytes).into();
-    // A retry of something already stored answers at once, without decoding.
+    // A retry of something already stored answers now, without decoding pixels.
     if let Some(key) = idem {
         if let Some(row) = db::images::image_by_idempotency_key(&s.db, study_id, key).await? {
             if row.sha256 != digest {

@@ -36,8 +36,10 @@ pub struct AppState {
     pub metrics: Arc<metrics::Metrics>,
     /// Bounds how many photos are decoded (and held in memory) at once.
     pub decode_slots: Arc<tokio::sync::Semaphore>,
-    /// Bytes uploads in flight may buffer, in KiB permits.
+    /// Bytes uploads in flight may buffer, in KiB permits, and how many
+    /// permits it holds in all (no upload asks for more).
     pub buffer_budget: Arc<tokio::sync::Semaphore>,
+    pub buffer_kib: u32,
     pub guard: Arc<guard::Guard>,
     /// The clinicians' reading service, on the same pool and store.
     pub review: review::State,
@@ -58,8 +60,8 @@ impl AppState {
             .decode_concurrency
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()))
             .max(1);
-        let kib = (config.max_buffered_bytes / 1024).clamp(1, tokio::sync::Semaphore::MAX_PERMITS as u64) as usize;
-        let buffer_budget = Arc::new(tokio::sync::Semaphore::new(kib));
+        let buffer_kib = (config.max_buffered_bytes / 1024).clamp(1, u64::from(u32::MAX).min(tokio::sync::Semaphore::MAX_PERMITS as u64)) as u32;
+        let buffer_budget = Arc::new(tokio::sync::Semaphore::new(buffer_kib as usize));
         let guard = Arc::new(guard::Guard::new(config.guard.clone()));
         let review = review::State { db: db.clone(), store: store.clone(), config: Arc::new(config.review.clone()) };
         Ok(AppState {
@@ -69,6 +71,7 @@ impl AppState {
             metrics: Arc::new(metrics::Metrics::new()),
             decode_slots: Arc::new(tokio::sync::Semaphore::new(slots)),
             buffer_budget,
+            buffer_kib,
             guard,
             review,
             ready: Arc::new(tokio::sync::Mutex::new(None)),

@@ -131,3 +131,18 @@ async fn sixty_four_concurrent_maximum_uploads_stay_inside_the_buffer_budget() {
     let bound = (BUDGET >> 20) + 150;
     assert!(grown_mib < bound, "peak RSS grew by {grown_mib} MiB, over the {bound} MiB bound");
 }
+
+/// A budget that is not a whole number of KiB still serves an upload larger
+/// than half of it: the upload asks for at most the budget's own permits
+/// (it asked for one more and waited out its 10 s, then got 503).
+#[tokio::test]
+async fn an_upload_larger_than_half_an_odd_budget_is_served() {
+    let stack = Stack::shared();
+    let h = Harness::start_with(&stack, |c| c.max_buffered_bytes = 1_000_000).await;
+    let token = h.device("clinic-a").await;
+    let study = h.study(&token).await;
+    let photo = padded_jpeg(600_000);
+    assert!(2 * photo.len() as u64 > 1_000_000);
+    let (status, body) = h.send(h.upload(&token, study, photo, "image/jpeg")).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+}
