@@ -70,7 +70,9 @@ pub struct Scorer {
     pub card: InferenceCard,
     pub device: Device,
     kind: Kind,
-    /// First 16 hex digits of a SHA-256 over weights and card: names a local model's version.
+    /// First 16 hex digits of a SHA-256 over weights and card (a changed
+    /// threshold or preprocessing is another version even with the same
+    /// weights): names a local model's version.
     pub digest: String,
 }
 
@@ -80,16 +82,6 @@ pub struct Scores {
     pub gradable: Vec<f32>,
     /// `[N, S, S]` in 0..1 on the CPU, when asked for.
     pub maps: Option<Tensor>,
-}
-
-/// SHA-256 over the weights and the card: a changed threshold or
-/// preprocessing is another version even with the same weights.
-fn model_digest(weights: &Path, card: &str) -> Result<String, Error> {
-    let mut f = std::fs::File::open(weights).map_err(|e| Error::Data(format!("{}: {e}", weights.display())))?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h)?;
-    h.update(card.as_bytes());
-    Ok(hex::encode(&h.finalize()[..8]))
 }
 
 impl Scorer {
@@ -109,31 +101,28 @@ impl Scorer {
             (Precision::F32, _) | (Precision::Auto, Device::Cpu) => Kind::Float,
             _ => Kind::BFloat16,
         };
-        let (loaded, weights) = match card.format.as_deref() {
+        // The weights file, and for our own weights the architecture they fit.
+        let (weights, arch) = match card.format.as_deref() {
             Some("torchscript") => {
                 let file = card.weights.as_deref().unwrap_or(SCRIPT_FILE);
                 if file.contains('/') || file.contains("..") {
                     return Err(Error::Data(format!("{}: weights {file:?} must be a file beside the card", card_path.display())));
                 }
-                let path = dir.join(file);
-                let mut m = CModule::load_on_device(&path, device).map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
-                m.set_eval();
-                m.to(device, kind, false);
-                (Loaded::Script(m), path)
+                (dir.join(file), None)
             }
             None | Some("native") => {
                 let arch = card.train.as_ref().map(|t| t.arch).ok_or_else(|| Error::Data(format!("{}: no train.arch", card_path.display())))?;
-                let mut vs = nn::VarStore::new(device);
-                let net = Net::new(&vs.root(), arch);
-                let path = dir.join(WEIGHTS_FILE);
-                vs.load(&path).map_err(|e| Error::Data(format!("{}: {e}", path.display())))?;
-                vs.set_kind(kind);
-                (Loaded::Native { _vs: vs, net }, path)
+                (dir.join(WEIGHTS_FILE), Some(arch))
             }
             Some(other) => return Err(Error::Data(format!("{}: unknown format {other:?}", card_path.display()))),
         };
+        // One read of the weights: checked against the card before anything
+        // is loaded, then (with the card's text) the version's digest.
+        let mut h = Sha256::new();
+        let mut f = std::fs::File::open(&weights).map_err(|e| Error::Data(format!("{}: {e}", weights.display())))?;
+        std::io::copy(&mut f, &mut h)?;
         if let Some(want) = &card.weights_sha256 {
-            let got = crate::card::file_sha256(&weights)?;
+            let got = hex::encode(h.clone().finalize());
             if !got.eq_ignore_ascii_case(want) {
                 return Err(Error::Data(format!(
                     "{}: SHA-256 {got} is not the {want} its card names; refusing to load other weights",
@@ -141,7 +130,24 @@ impl Scorer {
                 )));
             }
         }
-        Ok(Scorer { loaded, digest: model_digest(&weights, &text)?, card, device, kind })
+        h.update(text.as_bytes());
+        let digest = hex::encode(&h.finalize()[..8]);
+        let loaded = match arch {
+            None => {
+                let mut m = CModule::load_on_device(&weights, device).map_err(|e| Error::Data(format!("{}: {e}", weights.display())))?;
+                m.set_eval();
+                m.to(device, kind, false);
+                Loaded::Script(m)
+            }
+            Some(arch) => {
+                let mut vs = nn::VarStore::new(device);
+                let net = Net::new(&vs.root(), arch);
+                vs.load(&weights).map_err(|e| Error::Data(format!("{}: {e}", weights.display())))?;
+                vs.set_kind(kind);
+                Loaded::Native { _vs: vs, net }
+            }
+        };
+        Ok(Scorer { loaded, digest, card, device, kind })
     }
 
     /// Whether heatmaps come with the scores at little cost (our own nets) or
