@@ -36,12 +36,7 @@ pub async fn patient(
         removed += 1;
     }
     for key in &rows.raw_keys {
-        let mut lock = db::images::SweepLock::take(pool, key).await?;
-        if !lock.claimed(key).await? {
-            store.delete(key).await?;
-            removed += 1;
-        }
-        lock.release().await?;
+        removed += crate::sweep::remove_if_unclaimed(pool, store, key).await? as usize;
     }
     Ok(Report { rows, objects_removed: removed })
 }

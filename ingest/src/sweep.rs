@@ -22,13 +22,22 @@ pub async fn sweep(db: &db::PgPool, store: &Store, min_age: Duration) -> anyhow:
     let mut report = SweepReport { examined: keys.len(), removed: 0 };
     db::images::expire_reservations(db).await?;
     for key in keys {
-        let mut lock = db::images::SweepLock::take(db, &key).await?;
-        if !lock.claimed(&key).await? {
-            store.delete(&key).await?; // still holding the key
+        if remove_if_unclaimed(db, store, &key).await? {
             tracing::info!(%key, "removed orphan object");
             report.removed += 1;
         }
-        lock.release().await?;
     }
     Ok(report)
+}
+
+/// Deletes the object at `key` when no image row or reservation claims it,
+/// checking and deleting under the key's lock; true when it was deleted.
+pub async fn remove_if_unclaimed(db: &db::PgPool, store: &Store, key: &str) -> anyhow::Result<bool> {
+    let mut lock = db::images::SweepLock::take(db, key).await?;
+    let unclaimed = !lock.claimed(key).await?;
+    if unclaimed {
+        store.delete(key).await?; // still holding the key
+    }
+    lock.release().await?;
+    Ok(unclaimed)
 }
