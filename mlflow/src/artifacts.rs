@@ -111,21 +111,14 @@ impl Client {
     pub async fn download_artifact(&self, run: &RunInfo, artifact_path: &str, dest: &Path) -> Result<u64> {
         let url = self.artifact_url(run, artifact_path)?;
         let resp = self.send(self.http.get(url)).await?;
-        let too_big = || Error::Protocol { endpoint: artifact_path.to_owned(), detail: format!("the artifact is larger than {MAX_DOWNLOAD_BYTES} bytes") };
-        if resp.content_length().is_some_and(|n| n > MAX_DOWNLOAD_BYTES) {
-            return Err(too_big());
-        }
+        let mut body = self.capped(resp, MAX_DOWNLOAD_BYTES, artifact_path, "the artifact")?;
         let partial = partial_path(dest);
         let written = async {
             let mut out = tokio::fs::File::create(&partial).await.map_err(Error::io(&partial))?;
-            let mut body = resp.bytes_stream();
             let mut n = 0u64;
             while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(|e| self.transport_error(e))?;
+                let chunk = chunk?;
                 n += chunk.len() as u64;
-                if n > MAX_DOWNLOAD_BYTES {
-                    return Err(too_big());
-                }
                 out.write_all(&chunk).await.map_err(Error::io(&partial))?;
             }
             out.flush().await.map_err(Error::io(&partial))?;

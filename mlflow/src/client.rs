@@ -199,20 +199,34 @@ impl Client {
 
     /// The whole body, refused once it passes `max` bytes (announced or sent).
     pub(crate) async fn read_capped(&self, resp: Response, max: u64, what: &str) -> Result<Vec<u8>> {
-        let too_big = || Error::Protocol { endpoint: what.to_owned(), detail: format!("the answer is larger than {max} bytes") };
-        if resp.content_length().is_some_and(|n| n > max) {
-            return Err(too_big());
-        }
         let mut out = Vec::new();
-        let mut body = resp.bytes_stream();
+        let mut body = self.capped(resp, max, what, "the answer")?;
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| self.transport_error(e))?;
-            if (out.len() + chunk.len()) as u64 > max {
-                return Err(too_big());
-            }
+            let chunk = chunk?;
             out.extend_from_slice(&chunk);
         }
         Ok(out)
+    }
+
+    /// The body's chunks, refused (`{noun} is larger than {max} bytes`) when
+    /// its announced length or the bytes sent pass `max`.
+    pub(crate) fn capped<'a>(
+        &'a self,
+        resp: Response,
+        max: u64,
+        what: &'a str,
+        noun: &'a str,
+    ) -> Result<impl futures::Stream<Item = Result<bytes::Bytes>> + Unpin + 'a> {
+        let too_big = move || Error::Protocol { endpoint: what.to_owned(), detail: format!("{noun} is larger than {max} bytes") };
+        if resp.content_length().is_some_and(|n| n > max) {
+            return Err(too_big());
+        }
+        let mut seen = 0u64;
+        Ok(resp.bytes_stream().map(move |chunk| {
+            let chunk = chunk.map_err(|e| self.transport_error(e))?;
+            seen += chunk.len() as u64;
+            if seen > max { Err(too_big()) } else { Ok(chunk) }
+        }))
     }
 
     pub(crate) fn transport_error(&self, e: reqwest::Error) -> Error {
