@@ -438,14 +438,15 @@ pub fn synth(a: SynthArgs) -> anyhow::Result<()> {
         std::fs::write(&path, to_jpeg(&render(p), p.look.jpeg_quality)).with_context(|| format!("writing {}", path.display()))
     })?;
     let v2 = a.task == SynthTask::V2;
-    let mut csv = String::from("path,eye,cdr,glaucoma,gradable,defect,notch,width,height,seed");
+    let mut csv = String::from("path,eye,cdr,glaucoma,gradable,defect,notch,width,height,seed,disc_x,disc_y,disc_rx,disc_ry");
     if v2 {
-        csv.push_str(",oracle_p,gradable_p,disc_scale,tilt,atrophy,haemorrhage,vignette,glare,lashes,blur,exposure,pigment,fov_scale,jpeg_quality");
+        csv.push_str(",oracle_p,gradable_p,disc_scale,fixation_x,fixation_y,tilt,atrophy,haemorrhage,vignette,glare,lashes,blur,exposure,pigment,fov_scale,jpeg_quality");
     }
     csv.push('\n');
     for (i, p) in params.iter().enumerate() {
+        let disc = imaging::synth::disc_truth(p);
         csv.push_str(&format!(
-            "synth-{i:06}.jpg,{},{:.3},{},{},{},{},{},{},{}",
+            "synth-{i:06}.jpg,{},{:.3},{},{},{},{},{},{},{},{:.1},{:.1},{:.1},{:.1}",
             p.eye.as_str(),
             p.cdr,
             p.glaucoma as u8,
@@ -454,15 +455,21 @@ pub fn synth(a: SynthArgs) -> anyhow::Result<()> {
             p.notch.is_some() as u8,
             p.width,
             p.height,
-            p.seed
+            p.seed,
+            disc.cx,
+            disc.cy,
+            disc.rx,
+            disc.ry
         ));
         if v2 {
             let l = &p.look;
             csv.push_str(&format!(
-                ",{:.5},{:.5},{:.3},{:.3},{:.3},{},{:.3},{:.3},{:.3},{:.4},{:.3},{:.3},{:.3},{}",
+                ",{:.5},{:.5},{:.3},{:.3},{:.3},{:.3},{:.3},{},{:.3},{:.3},{:.3},{:.4},{:.3},{:.3},{:.3},{}",
                 l.oracle_p.unwrap_or(f32::NAN),
                 l.gradable_p.unwrap_or(f32::NAN),
                 l.disc_scale,
+                l.fixation[0],
+                l.fixation[1],
                 l.tilt,
                 l.atrophy,
                 l.haemorrhage.is_some() as u8,

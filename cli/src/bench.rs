@@ -49,6 +49,9 @@ pub struct PreprocessArgs {
     /// How many photos (written once to --dir, reused on later runs).
     #[arg(long, default_value_t = 48)]
     pub n: usize,
+    /// Timed runs of each side, alternating, after one untimed warm-up run.
+    #[arg(long, default_value_t = 5)]
+    pub repeats: usize,
     #[arg(long, default_value = ".stack/bench/preprocess")]
     pub dir: std::path::PathBuf,
     /// Model input size.
@@ -88,6 +91,33 @@ pub async fn run(b: Bench) -> anyhow::Result<()> {
         Bench::MesosSim(a) => cluster::sim::run(&a),
         Bench::Soak(a) => crate::bench_soak::soak(a).await,
     }
+}
+
+/// Median, least and greatest of repeated measurements.
+pub fn median_min_max(v: &[f64]) -> (f64, f64, f64) {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => (f64::NAN, f64::NAN, f64::NAN),
+        n => (if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) }, v[0], v[n - 1]),
+    }
+}
+
+pub fn median(v: &[f64]) -> f64 {
+    median_min_max(v).0
+}
+
+/// "median (min–max)" of repeated measurements.
+pub fn spread(v: &[f64]) -> String {
+    let (m, lo, hi) = median_min_max(v);
+    format!("{m:.2} ({lo:.2}–{hi:.2})")
+}
+
+/// The machine a benchmark ran on: cores and load average, printed with every result.
+pub fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    format!("{cores} cores, load average {}", load.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
 }
 
 /// A phone-sized synthetic photo with sensor-like noise, so that it compresses

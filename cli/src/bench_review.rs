@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
+use crate::bench::{median, spread};
 use crate::bench_score::ScratchDb;
 
 #[derive(clap::Args)]
@@ -49,11 +50,6 @@ fn percentiles(mut v: Vec<Duration>) -> (f64, f64) {
     (at(0.5), at(0.99))
 }
 
-/// "median (min–max)" over rounds.
-fn spread(mut v: Vec<f64>) -> String {
-    v.sort_by(f64::total_cmp);
-    format!("{:.2} ({:.2}–{:.2})", v[v.len() / 2], v[0], v[v.len() - 1])
-}
 
 async fn review_in(a: &ReviewBenchArgs, url: &str) -> anyhow::Result<()> {
     let mut cfg = ingest::Config {
@@ -218,28 +214,17 @@ async fn review_in(a: &ReviewBenchArgs, url: &str) -> anyhow::Result<()> {
         }
     }
 
-    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    println!(
-        "{} open items; {} rounds x {} requests per side; {cores} cores; load average {}",
-        a.items,
-        a.rounds,
-        a.requests,
-        load.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
-    );
+    println!("{} open items; {} rounds x {} requests per side; {}", a.items, a.rounds, a.requests, crate::bench::machine());
     println!("{:<44} {:>24} {:>24}", "", "p50 ms median (min–max)", "p99 ms median (min–max)");
     for (name, v) in [
         ("bare worklist SELECT (100 rows, no HTTP)", &bare),
         (&*format!("GET /review/ (worklist page, {} KB)", sizes.0 / 1024), &page),
         (&*format!("GET /v1/review/items (100 items, {} KB)", sizes.1 / 1024), &json),
     ] {
-        println!("{name:<44} {:>24} {:>24}", spread(v.iter().map(|x| x.0).collect()), spread(v.iter().map(|x| x.1).collect()));
+        let (p50, p99): (Vec<f64>, Vec<f64>) = v.iter().copied().unzip();
+        println!("{name:<44} {:>24} {:>24}", spread(&p50), spread(&p99));
     }
-    let med = |v: &Vec<(f64, f64)>, i: usize| {
-        let mut x: Vec<f64> = v.iter().map(|p| if i == 0 { p.0 } else { p.1 }).collect();
-        x.sort_by(f64::total_cmp);
-        x[x.len() / 2]
-    };
+    let med = |v: &Vec<(f64, f64)>, i: usize| median(&v.iter().map(|p| if i == 0 { p.0 } else { p.1 }).collect::<Vec<f64>>());
     println!(
         "worklist page p99 / bare SELECT p99: {:.1}x; page p99 median {:.1} ms (goal < 50 ms)",
         med(&page, 1) / med(&bare, 1),

@@ -1,5 +1,7 @@
 //! `fundus`: the one binary. Each subcommand parses its configuration (flags
 //! or environment) and calls into a library crate; no logic lives here.
+//! `fundus serve` hands over to `fundus-serve` beside it (the same server
+//! without libtorch) when it is there.
 
 mod admin;
 mod bench;
@@ -7,10 +9,12 @@ mod bench_preprocess;
 mod bench_review;
 mod bench_score;
 mod bench_soak;
+mod cmdline;
 mod score;
 mod train;
 
 use clap::{Parser, Subcommand};
+use cmdline::{init_logs, shutdown_signal};
 
 #[derive(Parser)]
 #[command(name = "fundus", version, about = "Glaucoma screening from fundus photographs")]
@@ -24,7 +28,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the upload API.
+    /// Run the upload API and the review service (as `fundus-serve`, which
+    /// does not load libtorch, when it is installed beside this binary).
     Serve(ingest::Config),
     /// Apply the database migrations and exit.
     Migrate {
@@ -58,29 +63,6 @@ enum Command {
     Labels(admin::Labels),
 }
 
-fn init_logs(json: bool) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("FUNDUS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if json { b.json().init() } else { b.init() }
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {},
-                _ = term.recv() => {},
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
-    tracing::info!("shutting down: finishing requests in flight");
-}
-
 /// A token cancelled on SIGTERM or Ctrl-C.
 fn stop_on_signal() -> tokio_util::sync::CancellationToken {
     let stop = tokio_util::sync::CancellationToken::new();
@@ -92,57 +74,9 @@ fn stop_on_signal() -> tokio_util::sync::CancellationToken {
     stop
 }
 
-/// Every flag that reads an environment variable `X` can also be read from
-/// the file that `X_FILE` names (the container-secrets convention), so a
-/// password or key need be neither on the command line, where `ps` shows it,
-/// nor in the environment. The file's value stands in for the flag's default:
-/// the flag itself still wins, and `X` with `X_FILE` together is an error.
-fn values_from_files(cmd: clap::Command, env: &dyn Fn(&str) -> Option<std::ffi::OsString>) -> Result<clap::Command, String> {
-    let mut failed = None;
-    let cmd = cmd.mut_args(|a| {
-        let Some(var) = a.get_env().and_then(|v| v.to_str()).map(str::to_owned) else { return a };
-        let Some(path) = env(&format!("{var}_FILE")) else { return a };
-        if env(&var).is_some() {
-            failed.get_or_insert(format!("both {var} and {var}_FILE are set: set one"));
-            return a;
-        }
-        match std::fs::read_to_string(&path) {
-            Ok(v) => {
-                let v: &'static str = Box::leak(v.trim_end_matches(['\n', '\r']).to_owned().into_boxed_str());
-                a.default_value(v).hide_default_value(true)
-            }
-            Err(e) => {
-                failed.get_or_insert(format!("{var}_FILE: cannot read {}: {e}", std::path::Path::new(&path).display()));
-                a
-            }
-        }
-    });
-    let mut inner = None;
-    let cmd = cmd.mut_subcommands(|sub| match values_from_files(sub.clone(), env) {
-        Ok(s) => s,
-        Err(e) => {
-            inner.get_or_insert(e);
-            sub
-        }
-    });
-    match failed.or(inner) {
-        Some(e) => Err(e),
-        None => Ok(cmd),
-    }
-}
-
-fn parse_cli() -> Cli {
-    use clap::{CommandFactory, FromArgMatches};
-    let cmd = values_from_files(Cli::command(), &|v| std::env::var_os(v)).unwrap_or_else(|e| {
-        eprintln!("error: {e}");
-        std::process::exit(2)
-    });
-    Cli::from_arg_matches(&cmd.get_matches()).unwrap_or_else(|e| e.exit())
-}
-
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let cli = parse_cli();
+    let cli: Cli = cmdline::parse();
     init_logs(cli.log_json);
     let result = match cli.command {
         Command::Serve(cfg) => serve(cfg).await,
@@ -168,12 +102,20 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+/// Serving needs none of libtorch, which is most of this binary's memory:
+/// `fundus-serve`, installed beside it, is the same server without it, so
+/// `fundus serve` becomes that process (same arguments and environment).
 async fn serve(cfg: ingest::Config) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.listen))?;
-    let state = ingest::AppState::new(cfg)?;
-    ingest::serve(listener, state, shutdown_signal()).await
+    use std::os::unix::process::CommandExt;
+    let lean = std::env::current_exe().ok().and_then(|p| Some(p.parent()?.join("fundus-serve"))).filter(|p| p.is_file());
+    if let Some(lean) = lean {
+        let args: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+        let at = args.iter().position(|a| a == "serve").unwrap_or(0);
+        let rest = args.iter().enumerate().filter(|&(i, _)| i != at).map(|(_, a)| a);
+        let err = std::process::Command::new(&lean).args(rest).exec();
+        tracing::warn!(error = %err, "could not run {}; serving from this process", lean.display());
+    }
+    cmdline::serve(cfg).await
 }
 
 #[cfg(test)]
@@ -202,22 +144,22 @@ mod tests {
             }
         };
         let value = |args: &[&str]| {
-            let c = super::values_from_files(cmd(), &vars(false)).expect("read");
+            let c = super::cmdline::values_from_files(cmd(), &vars(false)).expect("read");
             let m = c.try_get_matches_from(args).expect("parses");
             m.subcommand_matches("sub").and_then(|s| s.get_one::<String>("key").cloned())
         };
         assert_eq!(value(&["t", "sub"]).as_deref(), Some("from-file-secret"), "read from the file, newline trimmed");
         assert_eq!(value(&["t", "sub", "--key", "flag"]).as_deref(), Some("flag"), "the flag wins");
-        let mut c = super::values_from_files(cmd(), &vars(false)).expect("read");
+        let mut c = super::cmdline::values_from_files(cmd(), &vars(false)).expect("read");
         let help = c.find_subcommand_mut("sub").expect("sub").render_help().to_string();
         assert!(!help.contains("from-file-secret"), "the secret is not shown in --help: {help}");
-        let both = super::values_from_files(cmd(), &vars(true)).err().expect("refused");
+        let both = super::cmdline::values_from_files(cmd(), &vars(true)).err().expect("refused");
         assert!(both.contains("both FUNDUS_TEST_ONLY_SECRET and FUNDUS_TEST_ONLY_SECRET_FILE"), "{both}");
         std::fs::remove_file(&file).expect("rm");
-        let missing = super::values_from_files(cmd(), &vars(false)).err().expect("refused");
+        let missing = super::cmdline::values_from_files(cmd(), &vars(false)).err().expect("refused");
         assert!(missing.contains("cannot read"), "{missing}");
         // The real command line survives the treatment.
         use clap::CommandFactory;
-        super::values_from_files(super::Cli::command(), &|_| None).expect("no files").debug_assert();
+        super::cmdline::values_from_files(super::Cli::command(), &|_| None).expect("no files").debug_assert();
     }
 }

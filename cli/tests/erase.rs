@@ -99,6 +99,12 @@ async fn erase_removes_a_person_from_postgres_and_the_store_and_keeps_a_shared_p
         assert!(!mentions(&h, id).await.is_empty(), "{id} is recorded before the erasure");
     }
 
+    // Reviewers' previews, as the review service keeps them once a photo is viewed.
+    for id in gone.iter().chain([&kept]) {
+        for key in store::preview_keys(id) {
+            h.store.put(&key, bytes::Bytes::from_static(b"preview")).await.expect("preview");
+        }
+    }
     let out = run_ok(&mut fundus(&["admin", "erase", "--patient", "P-ERASE", "--site", "clinic", "--by", "dpo"]));
     assert!(out.contains("erased 2 studies, 3 photos, 3 results, 3 review items"), "{out}");
 
@@ -112,8 +118,14 @@ async fn erase_removes_a_person_from_postgres_and_the_store_and_keeps_a_shared_p
     for &id in &gone[1..] {
         let (_, raw, heatmap) = key_of(id);
         assert!(!objects.iter().any(|o| o.ends_with(&raw)), "{raw} is still stored");
-        assert!(!objects.iter().any(|o| o.ends_with(heatmap.as_deref().expect("heatmap"))), "the heatmap is still stored");
+        let heatmap = heatmap.as_deref().expect("heatmap");
+        assert!(!objects.iter().any(|o| o.ends_with(heatmap)), "the heatmap is still stored");
+        assert!(!objects.iter().any(|o| o.ends_with(&store::heatmap_box_key(heatmap))), "the heatmap's box is still stored");
     }
+    for id in &gone {
+        assert!(!objects.iter().any(|o| o.contains(&format!("previews/{id}"))), "a preview of {id} is still stored");
+    }
+    assert_eq!(objects.iter().filter(|o| o.contains(&format!("previews/{kept}"))).count(), 2, "the other person's previews stay");
     let (_, shared_raw, erased_heatmap) = key_of(gone[0]);
     assert!(!objects.iter().any(|o| o.ends_with(erased_heatmap.as_deref().expect("heatmap"))));
     assert!(objects.iter().any(|o| o.contains(&kept.to_string())), "the other person's heatmap stays");

@@ -67,6 +67,10 @@ async fn an_upload_is_scored_routed_to_review_with_a_heatmap() {
         assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
         let img = image::load_from_memory(&png).expect("heatmap decodes");
         assert_eq!((img.width(), img.height()), (64, 64));
+        // Beside it, where it lies on the photo: the field's square, centred.
+        let b = h.store.get(&store::heatmap_box_key(key.as_deref().expect("key"))).await.expect("heatmap box");
+        let b: Vec<f32> = std::str::from_utf8(&b).expect("text").split(',').map(|x| x.parse().expect("a fraction")).collect();
+        assert!(b.len() == 4 && (b[0] + b[2] / 2.0 - 0.5).abs() < 0.05 && (b[1] + b[3] / 2.0 - 0.5).abs() < 0.05, "{b:?}");
         let status: String = sqlx::query_scalar("SELECT status FROM images WHERE id = $1").bind(id).fetch_one(&h.pool).await.expect("status");
         assert_eq!(status, "in_review");
         // Another site's device sees nothing of it.

@@ -20,6 +20,8 @@ pub struct Erased {
     pub raw_keys: Vec<String>,
     /// Derived files (heatmaps) of the erased results.
     pub derived_keys: Vec<String>,
+    /// The erased photos, whose previews the caller deletes.
+    pub image_ids: Vec<Uuid>,
 }
 
 /// Removes every row of the person whose stored reference is one of `refs`
@@ -65,6 +67,7 @@ pub async fn patient(pool: &PgPool, site_id: Uuid, refs: &[String], actor: &str)
         review_items: items.len(),
         raw_keys: keys,
         derived_keys: results.into_iter().filter_map(|(_, k)| k).collect(),
+        image_ids: ids,
     };
     let detail = serde_json::json!({
         "studies": erased.studies, "images": erased.images, "results": erased.results,

@@ -144,9 +144,9 @@ pub async fn complete_many(pool: &PgPool, jobs: &[Claimed], worker: &str) -> Res
 /// photo then goes to review as `scoring_failed`),
 /// `Some(false)` when it will be retried after `backoff_secs`, `None` when this
 /// worker no longer held it.
-pub async fn fail(pool: &PgPool, job: &Claimed, worker: &str, backoff_secs: f64, error: &str) -> Result<Option<bool>> {
+pub async fn fail(pool: &PgPool, job: &Claimed, worker: &str, backoff_secs: f64, error: &str, last: bool) -> Result<Option<bool>> {
     let mut tx = pool.begin().await?;
-    let r = sqlx::query_file!("queries/job_fail.sql", job.id, worker, job.attempts, backoff_secs, error)
+    let r = sqlx::query_file!("queries/job_fail.sql", job.id, worker, job.attempts, backoff_secs, error, last)
         .fetch_optional(&mut *tx)
         .await?;
     let Some(r) = r else { return Ok(None) };

@@ -31,7 +31,12 @@ fn tj_err(e: turbojpeg::Error) -> Reject {
     Reject::Corrupt(format!("JPEG decoder: {e}"))
 }
 
-fn decode_jpeg(bytes: &[u8], min_side: u32) -> Result<RgbImage, Reject> {
+/// Decodes a JPEG at the smallest scale whose shorter side is at least
+/// `min_side`, with the scale as `(numerator, denominator)`. Whatever the
+/// scale, libjpeg-turbo entropy-decodes every coefficient of every scan (it
+/// must, to find the next), so a corrupt, truncated or malformed scan fails
+/// here as it would in a full decode; only the inverse DCT is smaller.
+pub fn decode_jpeg_scaled(bytes: &[u8], min_side: u32) -> Result<(RgbImage, (usize, usize)), Reject> {
     let mut d = Decompressor::new().map_err(tj_err)?;
     // A progressive JPEG with thousands of tiny scans is a known CPU bomb.
     d.set_scan_limit(500).map_err(tj_err)?;
@@ -42,6 +47,7 @@ fn decode_jpeg(bytes: &[u8], min_side: u32) -> Result<RgbImage, Reject> {
         .find(|f| f.scale(short) as u64 >= min_side as u64)
         .unwrap_or(ScalingFactor::ONE);
     d.set_scaling_factor(factor).map_err(tj_err)?;
+    let ratio = (factor.num(), factor.denom());
     let scaled = header.scaled(factor);
     let (w, h) = (scaled.width, scaled.height);
     let cmyk = matches!(header.colorspace, Colorspace::CMYK | Colorspace::YCCK);
@@ -53,7 +59,12 @@ fn decode_jpeg(bytes: &[u8], min_side: u32) -> Result<RgbImage, Reject> {
     if cmyk {
         pixels = cmyk_to_rgb(&pixels);
     }
-    RgbImage::from_raw(w as u32, h as u32, pixels).ok_or_else(|| Reject::Corrupt("JPEG buffer size mismatch".into()))
+    let img = RgbImage::from_raw(w as u32, h as u32, pixels).ok_or_else(|| Reject::Corrupt("JPEG buffer size mismatch".into()))?;
+    Ok((img, ratio))
+}
+
+fn decode_jpeg(bytes: &[u8], min_side: u32) -> Result<RgbImage, Reject> {
+    decode_jpeg_scaled(bytes, min_side).map(|(img, _)| img)
 }
 
 /// Adobe writes CMYK JPEGs inverted (0 = full ink), which is what libjpeg hands back.

@@ -1,10 +1,22 @@
 //! Validation of an uploaded photo before anything is stored: magic bytes
 //! against the declared type, container structure (truncation, trailing data),
 //! dimensions from the header before any decode (decompression bombs), one
-//! full decode, then the quick quality estimate.
+//! complete decode, then the quick quality estimate from that decode's pixels.
+//!
+//! A JPEG is decoded at the smallest DCT scale that still gives the quality
+//! estimate its working size: the entropy decoder reads every coefficient of
+//! every scan at any scale, so corrupt, truncated and malformed scans fail as
+//! in a full decode, at a fraction of the cost (the full inverse DCT and
+//! colour conversion of 12 MP are most of a full decode). What this cannot
+//! see is damage that decodes cleanly, a flipped bit in a coefficient that
+//! still forms valid Huffman codes: a full decode cannot see it either (JPEG
+//! has no checksum), only the picture shows it. PNG and DICOM have no
+//! cheaper complete check than a full decode (PNG's CRCs and zlib stream
+//! need inflating every byte), so they are decoded in full.
 
 use crate::container::{self, Format, sniff};
 use crate::quality::{Quality, WORK_SIDE, assess};
+use crate::decode::decode_jpeg_scaled;
 use crate::{decode_rgb, dicom};
 
 /// Why an upload was refused. `code()` is a stable identifier clients may
@@ -33,6 +45,8 @@ pub enum Reject {
     DicomUnsupported(String),
     #[error("this is not a fundus photograph: {:.0}% of its lit pixels have a retina's colour, a fundus photo has at least {:.0}%", 100.0 * share, 100.0 * crate::FUNDUS_MIN_SHARE)]
     NotFundus { share: f32 },
+    #[error("no optic disc was found in the field of view, so the photo cannot be judged for glaucoma")]
+    NoDisc,
 }
 
 impl Reject {
@@ -49,6 +63,7 @@ impl Reject {
             Reject::DicomNoPixelData => "dicom_no_pixel_data",
             Reject::DicomUnsupported(_) => "dicom_unsupported",
             Reject::NotFundus { .. } => "not_fundus",
+            Reject::NoDisc => "no_disc",
         }
     }
 }
@@ -96,18 +111,22 @@ pub fn inspect(bytes: &[u8], declared: Format, limits: Limits) -> Result<Inspect
     if width.min(height) < limits.min_side {
         return Err(Reject::TooSmall { width, height, min_side: limits.min_side });
     }
-    let full = decode_rgb(bytes, actual)?;
-    if full.dimensions() != (width, height) {
+    let (decoded, (num, den)) = match actual {
+        Format::Jpeg => decode_jpeg_scaled(bytes, WORK_SIDE)?,
+        _ => (decode_rgb(bytes, actual)?, (1, 1)),
+    };
+    let expect = |side: u32| (side as usize * num).div_ceil(den) as u32;
+    if decoded.dimensions() != (expect(width), expect(height)) {
         return Err(Reject::Corrupt(format!(
-            "header says {width}x{height} but the pixels are {}x{}",
-            full.width(),
-            full.height()
+            "header says {width}x{height} but the pixels are {}x{} at scale {num}/{den}",
+            decoded.width(),
+            decoded.height()
         )));
     }
-    // The quality estimate wants a small image: shrink the full decode by an
+    // The quality estimate wants a small image: shrink the decode by an
     // integer box average (a few ms) rather than decode a second time.
-    let small = box_shrink(&full, (width.min(height) / WORK_SIDE).max(1));
-    drop(full);
+    let small = box_shrink(&decoded, (decoded.width().min(decoded.height()) / WORK_SIDE).max(1));
+    drop(decoded);
     let quality = assess(&small);
     // A face, a room, a document: refused, so it is neither kept nor scored.
     if let Some(share) = quality.fundus_colour.filter(|_| quality.issues.contains(&crate::QualityIssue::NotFundus)) {
@@ -153,5 +172,37 @@ mod tests {
         let s = super::box_shrink(&img, 2);
         assert_eq!(s.dimensions(), (4, 2));
         assert!(s.pixels().all(|p| p.0 == [100, 10, 20]), "{s:?}");
+    }
+
+    /// Scans damaged in the ways a decoder can see (cut short with the end
+    /// marker put back, invalid Huffman codes, a restart marker out of order)
+    /// fail at the smallest DCT scale exactly as in a full decode, and the
+    /// upload is refused as corrupt.
+    #[test]
+    fn a_corrupt_scan_fails_at_the_smallest_scale_as_in_a_full_decode() {
+        use crate::synth::{Params, render, to_jpeg};
+        let good = to_jpeg(&render(&Params::healthy(1024, 768, 4)), 90);
+        let sos = good.windows(2).position(|w| w == [0xFF, 0xDA]).expect("SOS");
+        let len = usize::from(u16::from_be_bytes([good[sos + 2], good[sos + 3]]));
+        let (start, end) = (sos + 2 + len, good.len() - 2);
+        let mid = (start + end) / 2;
+        let mut cut = good[..mid].to_vec();
+        cut.extend_from_slice(&[0xFF, 0xD9]);
+        let mut ones = good.clone();
+        for b in ones[mid..mid + 64].chunks_exact_mut(2) {
+            b.copy_from_slice(&[0xFF, 0x00]); // all-ones bits: no valid Huffman code
+        }
+        let mut restart = good.clone();
+        restart[mid..mid + 2].copy_from_slice(&[0xFF, 0xD3]); // a restart marker where none belongs
+        let cases = [("cut short", cut), ("invalid Huffman codes", ones), ("stray restart marker", restart)];
+        assert!(super::inspect(&good, super::Format::Jpeg, super::Limits::default()).is_ok());
+        for (name, bad) in cases {
+            let full = crate::decode_rgb(&bad, super::Format::Jpeg);
+            let small = super::decode_jpeg_scaled(&bad, 1);
+            assert!(full.is_err(), "{name}: a full decode accepts it");
+            assert!(small.is_err(), "{name}: the 1/8 decode accepts what the full decode refuses");
+            let code = super::inspect(&bad, super::Format::Jpeg, super::Limits::default()).err().map(|e| e.code());
+            assert!(matches!(code, Some("corrupt_image" | "truncated" | "trailing_data")), "{name}: {code:?}");
+        }
     }
 }

@@ -50,7 +50,7 @@ pub struct Scored {
     pub glaucoma: f32,
     pub gradable: f32,
     pub decision: Decision,
-    /// Heatmap (`size * size` values in 0..1) for photos routed to review.
+    /// Heatmap (one value in 0..1 per input pixel) for photos routed to review.
     pub map: Option<Vec<f32>>,
     pub model: Arc<ModelInfo>,
 }
@@ -196,10 +196,9 @@ fn run(
 }
 
 fn score_batch(scorer: &Scorer, info: &Arc<ModelInfo>, routing: Routing, items: Vec<Item>) {
-    let size = info.size;
+    let len = info.preprocessing.input_len();
     // A photo preprocessed for another model (one swapped in meanwhile) goes back.
-    let (items, stale): (Vec<Item>, Vec<Item>) =
-        items.into_iter().partition(|i| i.prep == info.preprocessing && i.chw.len() == (3 * size * size) as usize);
+    let (items, stale): (Vec<Item>, Vec<Item>) = items.into_iter().partition(|i| i.prep == info.preprocessing && i.chw.len() == len);
     for it in stale {
         (it.reply)(Err(format!("model_changed: preprocessed for another model than {} {}", info.name, info.version)));
     }
@@ -226,13 +225,13 @@ fn score_batch(scorer: &Scorer, info: &Arc<ModelInfo>, routing: Routing, items: 
 }
 
 fn forward(scorer: &Scorer, info: &Arc<ModelInfo>, routing: Routing, items: &[Item]) -> Vec<Scored> {
-    let s = info.size as i64;
+    let p = &info.preprocessing;
     let n = items.len() as i64;
-    let mut flat = Vec::with_capacity(items.len() * (3 * s * s) as usize);
+    let mut flat = Vec::with_capacity(items.len() * p.input_len());
     for it in items {
         flat.extend_from_slice(&it.chw);
     }
-    let x = Tensor::from_slice(&flat).view([n, 3, s, s]);
+    let x = Tensor::from_slice(&flat).view([n, 3, i64::from(p.size), i64::from(p.width())]);
     // Our own nets give their activation map with the scores, nearly free;
     // a TorchScript model needs a second, gradient pass for the routed photos.
     let cheap_maps = scorer.maps_are_cheap();

@@ -9,7 +9,7 @@ use std::time::Instant;
 use rayon::prelude::*;
 
 use crate::batcher::{BatchConfig, Batcher, Item, Loaded, Scored};
-use crate::pipeline::prepare;
+use crate::pipeline::prepare_checked;
 use crate::route::Routing;
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -78,9 +78,7 @@ pub fn score_dir(
             producer_files.par_iter().enumerate().for_each(|(i, path)| {
                 // Uploads were refused at the door when not of a fundus; a
                 // folder scored here was not, so its files are checked here.
-                let prepared = std::fs::read(path).map_err(|e| e.to_string()).and_then(|bytes| prepare(&bytes, &prep)).and_then(|p| {
-                    imaging::check_fundus(&p.crop).map(|()| p).map_err(|e| format!("{}: {e}", e.code()))
-                });
+                let prepared = std::fs::read(path).map_err(|e| e.to_string()).and_then(|bytes| prepare_checked(&bytes, &prep, true));
                 match prepared {
                     Ok(p) => {
                         let tx = producer_tx.clone();

@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::batcher::{BatchConfig, Batcher};
 use crate::metrics::Metrics;
-use crate::pipeline::{heatmap_key, on_rayon, prepare};
+use crate::pipeline::{box_text, heatmap_key, heatmap_png, on_rayon, prepare};
 use crate::registry::{self, ModelSource};
 use crate::route::Routing;
 
@@ -107,6 +107,10 @@ struct Ctx {
 enum JobError {
     /// The photo's fault: counts as an attempt.
     Failed(String),
+    /// The photo's bytes cannot be scored by this model however often it is
+    /// tried (they do not decode, or hold no optic disc): dead-lettered to a
+    /// person at once rather than retried.
+    Unscorable(String),
     /// Not the photo's fault (stopping, an outage past `patience`, a model
     /// swap): give the job back without counting the attempt.
     Release,
@@ -316,9 +320,10 @@ async fn handle(ctx: &Arc<Ctx>, job: Claimed) {
         let db_result = match &r {
             Ok(None) => Ok("lost"),
             Ok(Some(())) => Ok("done"),
-            Err(JobError::Failed(msg)) => {
+            Err(e @ (JobError::Failed(msg) | JobError::Unscorable(msg))) => {
                 let backoff = ctx.backoff(job.attempts);
-                queue::fail(&ctx.pool, &job, worker, backoff, msg).await.map(|o| match o {
+                let last = matches!(e, JobError::Unscorable(_));
+                queue::fail(&ctx.pool, &job, worker, backoff, msg, last).await.map(|o| match o {
                     Some(true) => "dead",
                     Some(false) => "retry",
                     None => "lost",
@@ -341,7 +346,7 @@ async fn handle(ctx: &Arc<Ctx>, job: Claimed) {
                     "released" => ctx.note(|s| s.released += 1),
                     _ => ctx.note(|s| s.lost += 1),
                 }
-                if let Err(JobError::Failed(msg)) = &r {
+                if let Err(JobError::Failed(msg) | JobError::Unscorable(msg)) = &r {
                     tracing::warn!(job = job.id, image = %job.image_id, attempt = job.attempts, outcome, error = %msg, "job failed");
                 }
                 ctx.metrics.outcome(outcome);
@@ -378,7 +383,7 @@ async fn score_one(ctx: &Arc<Ctx>, job: &Claimed) -> Result<Option<()>, JobError
         .await
         .map_err(|e| format!("preprocess_panic: {e}"))
         .and_then(|r| r)
-        .map_err(JobError::Failed)?;
+        .map_err(JobError::Unscorable)?;
     let scored = match tokio::time::timeout(ctx.cfg.patience, ctx.batcher.score(prepared.chw, model.preprocessing.clone())).await {
         Ok(Ok(s)) => s,
         // A model swapped in meanwhile, or a stopping model thread: not the photo's fault.
@@ -404,10 +409,13 @@ async fn score_one(ctx: &Arc<Ctx>, job: &Claimed) -> Result<Option<()>, JobError
     if let Some(map) = scored.map.clone() {
         let k = heatmap_key(&job.image_id, &scored.model.version_id);
         let crop = prepared.crop;
-        let png = on_rayon(move || model::heatmap::overlay_png(&crop, &map))
+        let png = on_rayon(move || heatmap_png(&crop, &map))
             .await
             .map_err(|e| JobError::Failed(format!("heatmap_failed: {e}")))?;
         let png = Bytes::from(png);
+        // Where it lies first: a heatmap is never shown without its place.
+        let (bk, bx) = (store::heatmap_box_key(&k), Bytes::from(box_text(&prepared.glaucoma_box)));
+        ctx.with_store(&bk, || ctx.store.put(&bk, bx.clone())).await?;
         ctx.with_store(&k, || ctx.store.put(&k, png.clone())).await?;
         key = Some(k);
     }

@@ -5,6 +5,11 @@
 //! two linear heads. Keeping the map lets [`Net::forward_cam`] give a class
 //! activation map for reviewers at no extra cost: with global average pooling
 //! and a linear head, the head's weights over the map are exactly Grad-CAM's.
+//!
+//! An input twice as wide as it is high holds two views side by side (see
+//! `imaging::DiscView`): the trunk sees each, the gradability head the
+//! field's features and the glaucoma head the disc's, and the map is the
+//! disc's (beside an empty field). The same weights serve both views.
 //! Parameter names follow torchvision (`conv1`, `layer1.0.bn1`, …) under
 //! `trunk.`, so ImageNet weights in torchvision's names load directly.
 
@@ -193,21 +198,42 @@ impl Net {
         (f.apply(&self.glaucoma).squeeze_dim(1), f.apply(&self.gradable).squeeze_dim(1))
     }
 
+    /// The trunk's feature maps for the glaucoma and the gradability head:
+    /// the same map for a one-view input, the disc's and the field's for two.
+    fn maps(&self, xs: &Tensor, train: bool) -> (Tensor, Tensor) {
+        let size = xs.size();
+        if size[3] == 2 * size[2] {
+            // Chunks, not sizes: a traced (TorchScript) net must not bake in the batch size.
+            let views = xs.chunk(2, 3);
+            let maps = self.trunk.forward_t(&Tensor::cat(&[&views[0], &views[1]], 0), train).chunk(2, 0);
+            (maps[1].shallow_clone(), maps[0].shallow_clone())
+        } else {
+            let map = self.trunk.forward_t(xs, train);
+            (map.shallow_clone(), map)
+        }
+    }
+
     /// Logits `(glaucoma, gradable)`, each of shape `[N]`.
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> (Tensor, Tensor) {
-        self.heads(&self.trunk.forward_t(xs, train), train)
+        let (gmap, qmap) = self.maps(xs, train);
+        (self.heads(&gmap, train).0, self.heads(&qmap, train).1)
     }
 
     /// Inference logits plus the glaucoma head's activation map `[N, h, w]`
     /// (ReLU of the head's weights over the last feature map, scaled to 0..1
-    /// per photo; all zeros where nothing speaks for glaucoma).
+    /// per photo; all zeros where nothing speaks for glaucoma). For a
+    /// two-view input the map covers both views, zero over the field's.
     pub fn forward_cam(&self, xs: &Tensor) -> (Tensor, Tensor, Tensor) {
-        let map = self.trunk.forward_t(xs, false);
-        let (g, q) = self.heads(&map, false);
+        let (map, qmap) = self.maps(xs, false);
+        let (g, _) = self.heads(&map, false);
+        let (_, q) = self.heads(&qmap, false);
         let w = self.glaucoma.ws.to_kind(map.kind()).view([1, -1, 1, 1]);
         let cam = (&map * w).sum_dim_intlist(1, false, map.kind()).relu().to_kind(Kind::Float);
         let peak = cam.amax([1, 2], true).clamp_min(1e-6);
-        (g, q, cam / peak)
+        let cam = cam / peak;
+        let size = xs.size();
+        let cam = if size[3] == 2 * size[2] { Tensor::cat(&[&cam.zeros_like(), &cam], 2) } else { cam };
+        (g, q, cam)
     }
 }
 
@@ -230,6 +256,27 @@ mod tests {
             let max = f64::try_from(cam.max()).unwrap();
             assert!((0.0..=1.0 + 1e-6).contains(&max));
         }
+    }
+
+    /// Two views side by side: gradability comes from the left (field) view
+    /// alone, glaucoma from the right (disc) view alone, and the map covers
+    /// the disc's view only.
+    #[test]
+    fn two_views_feed_one_head_each() {
+        let vs = nn::VarStore::new(tch::Device::Cpu);
+        let net = Net::new(&vs.root(), Arch::Small);
+        let opts = (Kind::Float, tch::Device::Cpu);
+        let (field, disc, other) = (Tensor::randn([2, 3, 32, 32], opts), Tensor::randn([2, 3, 32, 32], opts), Tensor::randn([2, 3, 32, 32], opts));
+        let run = |a: &Tensor, b: &Tensor| tch::no_grad(|| net.forward_cam(&Tensor::cat(&[a, b], 3)));
+        let (g, q, cam) = run(&field, &disc);
+        assert_eq!(cam.size(), [2, 1, 2]);
+        assert_eq!(f64::try_from(cam.narrow(2, 0, 1).abs().max()).unwrap(), 0.0);
+        let (g_alone, _) = tch::no_grad(|| net.forward_t(&disc, false));
+        let (_, q_alone) = tch::no_grad(|| net.forward_t(&field, false));
+        assert!(g.allclose(&g_alone, 1e-5, 1e-6, false), "glaucoma must come from the disc view");
+        assert!(q.allclose(&q_alone, 1e-5, 1e-6, false), "gradability must come from the field view");
+        let (g2, q2, _) = run(&other, &disc);
+        assert!(g.allclose(&g2, 1e-5, 1e-6, false) && !q.allclose(&q2, 1e-5, 1e-6, false));
     }
 
     #[test]

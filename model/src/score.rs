@@ -160,14 +160,14 @@ impl Scorer {
         self.card.preprocessing.size
     }
 
-    /// Scores `x`, u8 `[N, 3, S, S]` on the CPU (the preprocessed crops).
+    /// Scores `x`, u8 `[N, 3, S, W]` on the CPU (the preprocessed inputs).
     pub fn score(&self, x: &Tensor, maps: bool) -> Scores {
         let xs = normalise(x, &self.card.preprocessing, self.device).to_kind(self.kind);
         let probs = |t: Tensor| Vec::<f32>::try_from(t.to_kind(Kind::Float).sigmoid().to_device(Device::Cpu)).unwrap_or_default();
         let platt = self.card.calibration.unwrap_or(crate::calibrate::Platt::IDENTITY);
         let calibrated = |t: Tensor| probs(t.to_kind(Kind::Float) * f64::from(platt.scale) + f64::from(platt.shift));
-        let s = x.size()[2];
-        let up = |m: Tensor| m.unsqueeze(1).upsample_bilinear2d([s, s], false, None, None).squeeze_dim(1).to_device(Device::Cpu);
+        let (h, w) = (x.size()[2], x.size()[3]);
+        let up = |m: Tensor| m.unsqueeze(1).upsample_bilinear2d([h, w], false, None, None).squeeze_dim(1).to_device(Device::Cpu);
         match (&self.loaded, maps) {
             (Loaded::Native { net, .. }, false) => {
                 let (g, q) = tch::no_grad(|| net.forward_t(&xs, false));
@@ -224,7 +224,7 @@ pub fn write_untrained(dir: &Path, arch: Arch, size: u32, threshold: f32, seed: 
     Ok(())
 }
 
-/// Writes `out/model.pt` (TorchScript: normalised `[N, 3, S, S]` floats in,
+/// Writes `out/model.pt` (TorchScript: normalised `[N, 3, S, W]` floats in,
 /// `[N, 2]` logits out, glaucoma then gradability) and its short card, from a
 /// model directory of ours. Traced on the CPU in f32.
 pub fn export_torchscript(model_dir: &Path, out: &Path) -> Result<PathBuf, Error> {
@@ -238,8 +238,8 @@ pub fn export_torchscript(model_dir: &Path, out: &Path) -> Result<PathBuf, Error
     let net = Net::new(&vs.root(), arch);
     vs.load(model_dir.join(WEIGHTS_FILE))?;
     vs.freeze();
-    let s = card.preprocessing.size as i64;
-    let example = Tensor::zeros([1, 3, s, s], (Kind::Float, Device::Cpu));
+    let p = &card.preprocessing;
+    let example = Tensor::zeros([1, 3, i64::from(p.size), i64::from(p.width())], (Kind::Float, Device::Cpu));
     let mut f = |xs: &[Tensor]| {
         let (g, q) = net.forward_t(&xs[0], false);
         vec![Tensor::stack(&[g, q], 1)]
@@ -354,6 +354,34 @@ mod tests {
         std::fs::write(dir.join(CARD_FILE), card.to_string()).expect("write card");
         let err = Scorer::load(&dir, Device::Cpu, Precision::F32).err().expect("refused").to_string();
         assert!(err.contains("calibration scale"), "{err}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A two-view (disc view) model scores the same through its TorchScript
+    /// export as natively, at any batch size (the traced net must not keep
+    /// the batch size it was traced with), and its maps cover both views.
+    #[test]
+    fn a_disc_view_model_exports_and_scores_at_any_batch_size() {
+        let dir = std::env::temp_dir().join(format!("fundus-views-{}", std::process::id()));
+        write_untrained(&dir, Arch::Small, 64, 0.5, 7).expect("model");
+        let mut card: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join(CARD_FILE)).expect("card")).expect("json");
+        card["preprocessing"]["disc_view"] = serde_json::json!({"side": 0.7});
+        std::fs::write(dir.join(CARD_FILE), card.to_string()).expect("write card");
+        let native = Scorer::load(&dir, Device::Cpu, Precision::F32).expect("native");
+        assert_eq!(native.card.preprocessing.width(), 128);
+        let exported = export_torchscript(&dir, &dir.join("ts")).expect("export");
+        let script = Scorer::load(exported.parent().expect("dir"), Device::Cpu, Precision::F32).expect("script");
+        assert_eq!(script.card.preprocessing, native.card.preprocessing);
+        tch::manual_seed(8);
+        for n in [1, 5] {
+            let x = Tensor::randint(256, [n, 3, 64, 128], (Kind::Uint8, Device::Cpu));
+            let (a, b) = (native.score(&x, true), script.score(&x, false));
+            assert_eq!(b.glaucoma.len(), n as usize);
+            for (p, q) in a.glaucoma.iter().zip(&b.glaucoma).chain(a.gradable.iter().zip(&b.gradable)) {
+                assert!((p - q).abs() < 1e-4, "batch {n}: native {p} vs TorchScript {q}");
+            }
+            assert_eq!(a.maps.expect("maps").size(), [n, 64, 128]);
+        }
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -94,7 +94,7 @@ impl Bf16Copy {
 
 /// Preprocessed photos and their labels, ready for batching.
 pub struct Tensors {
-    /// `[N, 3, S, S]` u8.
+    /// `[N, 3, S, W]` u8 (`W` is `S`, or `2S` with a disc view).
     pub x: Tensor,
     /// Glaucoma label, 0/1 (0 where unknown).
     pub glaucoma: Tensor,
@@ -104,32 +104,37 @@ pub struct Tensors {
     pub gradable_mask: Tensor,
     /// Photos where no field of view was found.
     pub no_fov: usize,
+    /// Photos where a disc view asked for the optic disc and none was found
+    /// (their glaucoma label does not count).
+    pub no_disc: usize,
 }
 
 /// Decodes and preprocesses every photo on all cores.
 pub fn load(samples: &[Sample], prep: &imaging::Preprocessing) -> Result<Tensors, Error> {
-    let s = prep.size as usize;
-    let crops: Vec<(Vec<u8>, bool)> = samples
+    let crops: Vec<(Vec<u8>, bool, bool)> = samples
         .par_iter()
         .map(|smp| {
             let bytes = std::fs::read(&smp.path).map_err(|e| Error::Data(format!("{}: {e}", smp.path.display())))?;
             let format = imaging::sniff(&bytes)
                 .ok_or_else(|| Error::Data(format!("{}: not a JPEG, PNG or DICOM file", smp.path.display())))?;
             let out = imaging::preprocess(&bytes, format, prep).map_err(|e| Error::Data(format!("{}: {e}", smp.path.display())))?;
-            Ok((out.planar(), out.fov.is_some()))
+            Ok((out.planar(), out.fov.is_some(), out.has_glaucoma_view(prep)))
         })
         .collect::<Result<_, Error>>()?;
     let no_fov = crops.iter().filter(|c| !c.1).count();
+    let viewed: Vec<bool> = crops.iter().map(|c| c.2).collect();
+    let no_disc = viewed.iter().filter(|&&v| !v).count();
     let flat: Vec<u8> = crops.into_iter().flat_map(|c| c.0).collect();
     let n = samples.len() as i64;
     let f = |v: Vec<f32>| Tensor::from_slice(&v);
     Ok(Tensors {
-        x: Tensor::from_slice(&flat).view([n, 3, s as i64, s as i64]),
+        x: Tensor::from_slice(&flat).view([n, 3, i64::from(prep.size), i64::from(prep.width())]),
         glaucoma: f(samples.iter().map(|x| x.glaucoma == Some(true)).map(|b| b as u8 as f32).collect()),
-        glaucoma_mask: f(samples.iter().map(|x| (x.glaucoma.is_some() && x.gradable != Some(false)) as u8 as f32).collect()),
+        glaucoma_mask: f(samples.iter().zip(&viewed).map(|(x, &v)| (v && x.glaucoma.is_some() && x.gradable != Some(false)) as u8 as f32).collect()),
         gradable: f(samples.iter().map(|x| (x.gradable != Some(false)) as u8 as f32).collect()),
         gradable_mask: f(samples.iter().map(|x| x.gradable.is_some() as u8 as f32).collect()),
         no_fov,
+        no_disc,
     })
 }
 
@@ -147,8 +152,19 @@ fn standardise(x: Tensor, prep: &imaging::Preprocessing) -> Tensor {
 }
 
 /// Random flips, a rotation of up to ±15°, brightness/contrast, and blur on a
-/// quarter of the batches; on u8-derived floats in 0..1.
+/// quarter of the batches; on u8-derived floats in 0..1. Two views side by
+/// side are augmented each on its own (a flip must not swap them).
 fn augment(x: Tensor, rng: &mut impl rand::Rng) -> Tensor {
+    let size = x.size();
+    if size[3] == 2 * size[2] {
+        let views = x.chunk(2, 3);
+        let (a, b) = (augment_view(views[0].contiguous(), rng), augment_view(views[1].contiguous(), rng));
+        return Tensor::cat(&[a, b], 3);
+    }
+    augment_view(x, rng)
+}
+
+fn augment_view(x: Tensor, rng: &mut impl rand::Rng) -> Tensor {
     let n = x.size()[0];
     let dev = x.device();
     let mut x = x;
@@ -355,6 +371,7 @@ mod tests {
             gradable: Tensor::ones([n], (Kind::Float, Device::Cpu)),
             gradable_mask: Tensor::zeros([n], (Kind::Float, Device::Cpu)),
             no_fov: 0,
+            no_disc: 0,
         }
     }
 

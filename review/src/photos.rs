@@ -93,11 +93,13 @@ fn model_square(img: &imaging::RgbImage) -> [f32; 4] {
 }
 
 fn preview_key(id: Uuid) -> String {
-    format!("derived/previews/{id}.jpg")
+    let [jpeg, _] = store::preview_keys(&id);
+    jpeg
 }
 
 fn box_key(id: Uuid) -> String {
-    format!("derived/previews/{id}.box")
+    let [_, b] = store::preview_keys(&id);
+    b
 }
 
 fn parse_box(b: &[u8]) -> Option<[f32; 4]> {
@@ -163,7 +165,15 @@ pub async fn heatmap(AxState(s): AxState<State>, r: Reader, Path(id): Path<Strin
         return Err(ReviewError::Forbidden("this photo is under a blinded read: no model output is shown"));
     }
     let key = a.heatmap_key.ok_or(ReviewError::NotFound("heatmap"))?;
-    Ok(image_response("image/png", s.store.get(&key).await?))
+    let mut resp = image_response("image/png", s.store.get(&key).await?);
+    // Where it lies, when the worker said (a model that looks at the disc
+    // maps the disc's square); without it, the preview's square.
+    if let Ok(b) = s.store.get(&store::heatmap_box_key(&key)).await {
+        if let Some(v) = parse_box(&b).and_then(|b| HeaderValue::from_str(&b.map(|x| format!("{x:.5}")).join(",")).ok()) {
+            resp.headers_mut().insert(BOX_HEADER, v);
+        }
+    }
+    Ok(resp)
 }
 
 #[cfg(test)]

@@ -84,6 +84,19 @@ pub fn raw_key(sha256_hex: &str, ext: &str) -> String {
     format!("raw/{}/{sha256_hex}.{ext}", &sha256_hex[..2])
 }
 
+/// A photo's screen-sized preview for reviewers and where the model's square
+/// sits on it (`derived/previews/<id>.jpg` and `.box`): made on first view,
+/// removed with the photo.
+pub fn preview_keys(image_id: &uuid::Uuid) -> [String; 2] {
+    [format!("derived/previews/{image_id}.jpg"), format!("derived/previews/{image_id}.box")]
+}
+
+/// Where a heatmap lies on its photo (`x,y,w,h` as fractions of the upright
+/// photo), stored beside the heatmap.
+pub fn heatmap_box_key(heatmap_key: &str) -> String {
+    format!("{heatmap_key}.box")
+}
+
 impl Store {
     pub fn open(args: &StoreArgs) -> Result<Store, StoreError> {
         let url = args.store_url.trim();

@@ -140,11 +140,24 @@ async fn release_costs_no_attempt_and_failure_backs_off() {
     assert_eq!(queue::release(&h.pool, &job, "a", 0.0, false).await.expect("release"), queue::Released::Queued);
     assert_eq!(state(&h, &job).await, ("queued".into(), 0));
     let job = queue::claim(&h.pool, "a", 1, 30.0).await.expect("claim").remove(0);
-    assert_eq!(queue::fail(&h.pool, &job, "a", 60.0, "corrupt_image: test").await.expect("fail"), Some(false));
+    assert_eq!(queue::fail(&h.pool, &job, "a", 60.0, "corrupt_image: test", false).await.expect("fail"), Some(false));
     assert!(queue::claim(&h.pool, "a", 1, 30.0).await.expect("claim").is_empty(), "claimable before its backoff");
-    assert_eq!(queue::fail(&h.pool, &job, "a", 0.0, "again").await.expect("fail"), None, "failed twice on one claim");
+    assert_eq!(queue::fail(&h.pool, &job, "a", 0.0, "again", false).await.expect("fail"), None, "failed twice on one claim");
     let held = queue::heartbeat(&h.pool, "a", &[job.id], 30.0).await.expect("heartbeat");
     assert!(held.is_empty(), "a released job still heartbeats");
+}
+
+/// A photo that can never be scored (it holds no optic disc, say) is
+/// dead-lettered on its first attempt, and a person gets it at once.
+#[tokio::test]
+async fn an_unscorable_photo_is_dead_lettered_at_once() {
+    let h = Harness::start(&Stack::shared()).await;
+    photos(&h, 1).await;
+    let job = queue::claim(&h.pool, "a", 1, 30.0).await.expect("claim").remove(0);
+    assert_eq!(queue::fail(&h.pool, &job, "a", 60.0, "no_disc: test", true).await.expect("fail"), Some(true));
+    assert_eq!(state(&h, &job).await, ("dead".into(), 1));
+    let items: i64 = sqlx::query_scalar("SELECT count(*) FROM review_items WHERE reason = 'scoring_failed'").fetch_one(&h.pool).await.expect("items");
+    assert_eq!(items, 1);
 }
 
 #[tokio::test]

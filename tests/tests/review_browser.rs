@@ -58,6 +58,8 @@ async fn a_grader_and_a_senior_work_the_queue_in_a_browser() {
     // The heatmap toggles with the keyboard and sits over the photo.
     b.keys("h").await;
     b.wait_for("!document.getElementById('heatmap').classList.contains('hidden') && document.getElementById('heatmap').naturalWidth > 0").await;
+    // Placed where the worker said the model's square lies (the heatmap's own box).
+    b.wait_for("document.getElementById('heatmap').dataset.own === '1' && document.getElementById('heatmap').style.width.endsWith('%')").await;
     b.keys("++").await;
     b.wait_for("parseFloat(document.getElementById('viewport').dataset.scale) > 1.5").await;
     b.screenshot("3-heatmap-zoomed").await;

@@ -11,7 +11,7 @@ mod encode;
 mod render;
 
 pub use encode::{DICOM_IDENTITY, to_dicom, to_jpeg};
-pub use render::render;
+pub use render::{DiscTruth, disc_truth, render};
 
 use rand::Rng;
 
@@ -97,6 +97,9 @@ pub struct Params {
 pub struct Look {
     /// Disc size relative to the first version's (about two-fold range).
     pub disc_scale: f32,
+    /// Where the eye looked: the disc (and the macula and vessels with it)
+    /// moved by this much, in field-of-view radii.
+    pub fixation: [f32; 2],
     /// Vertical ovality of a tilted (myopic) disc, 0 = round.
     pub tilt: f32,
     /// Width of temporal peripapillary atrophy, in disc radii (0 = none).
@@ -126,6 +129,7 @@ impl Default for Look {
     fn default() -> Self {
         Look {
             disc_scale: 1.0,
+            fixation: [0.0; 2],
             tilt: 0.0,
             atrophy: 0.0,
             haemorrhage: None,
@@ -227,6 +231,7 @@ impl Params {
             seed: rng.random(),
             look: Look {
                 disc_scale,
+                fixation: [normal(rng, 0.0, 0.07), normal(rng, 0.0, 0.1)],
                 tilt: if myopic { rng.random_range(0.15..0.45) } else { 0.0 },
                 atrophy: if myopic { rng.random_range(0.15..0.5) } else { 0.0 },
                 haemorrhage,

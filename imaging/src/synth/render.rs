@@ -117,8 +117,23 @@ fn hash_noise(x: u32, y: u32, seed: u64) -> f32 {
 }
 
 /// Renders the photo described by `p`.
-pub fn render(p: &Params) -> RgbImage {
-    let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
+/// Where a photo's field of view and optic disc are: what `render` draws.
+struct Layout {
+    /// Field of view: centre and radius in pixels.
+    cx: f32,
+    cy: f32,
+    r: f32,
+    /// +1 for a right eye (disc right of centre), -1 for a left.
+    side: f32,
+    /// Disc centre and semi-axes in field-of-view radii.
+    disc: (f32, f32),
+    rdx: f32,
+    rdy: f32,
+}
+
+/// The first draws of `render`, in its order (so the first version's photos
+/// are unchanged): the field of view, then the disc.
+fn layout(p: &Params, rng: &mut ChaCha8Rng) -> Layout {
     let (w, h) = (p.width, p.height);
     let short = w.min(h) as f32;
     let r = 0.5 * short * p.fov_scale.min(if p.defect == Some(Defect::OffCentre) { 1.0 } else { 2.0 });
@@ -128,11 +143,35 @@ pub fn render(p: &Params) -> RgbImage {
     }
     // Right eye: the disc lies right of centre, the macula left of it.
     let side = if p.eye == Eye::Right { 1.0 } else { -1.0 };
-    let disc = (side * 0.40 + normal(&mut rng, 0.0, 0.02), normal(&mut rng, 0.0, 0.03));
-    let macula = (disc.0 - side * 0.55, disc.1 + 0.04);
-    let (rdx, rdy) = (0.11 * rng.random_range(0.9..1.1), 0.12 * rng.random_range(0.9..1.1));
     let lk = &p.look;
+    let disc = (side * 0.40 + normal(rng, 0.0, 0.02) + lk.fixation[0], normal(rng, 0.0, 0.03) + lk.fixation[1]);
+    let (rdx, rdy) = (0.11 * rng.random_range(0.9..1.1), 0.12 * rng.random_range(0.9..1.1));
     let (rdx, rdy) = (rdx * lk.disc_scale * (1.0 - lk.tilt * 0.5), rdy * lk.disc_scale);
+    Layout { cx, cy, r, side, disc, rdx, rdy }
+}
+
+/// The optic disc of the photo `render(p)` draws, in its pixels: centre and
+/// horizontal and vertical radii (the ground truth for disc localisation).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DiscTruth {
+    pub cx: f32,
+    pub cy: f32,
+    pub rx: f32,
+    pub ry: f32,
+}
+
+pub fn disc_truth(p: &Params) -> DiscTruth {
+    let l = layout(p, &mut ChaCha8Rng::seed_from_u64(p.seed));
+    DiscTruth { cx: l.cx + l.disc.0 * l.r, cy: l.cy + l.disc.1 * l.r, rx: l.rdx * l.r, ry: l.rdy * l.r }
+}
+
+pub fn render(p: &Params) -> RgbImage {
+    let mut rng = ChaCha8Rng::seed_from_u64(p.seed);
+    let (w, h) = (p.width, p.height);
+    let short = w.min(h) as f32;
+    let Layout { cx, cy, r, side, disc, rdx, rdy } = layout(p, &mut rng);
+    let macula = (disc.0 - side * 0.55, disc.1 + 0.04);
+    let lk = &p.look;
     let vessels = rasterize(&vessel_tree(&mut rng, disc, -side), 1024);
     let tex = texture(&mut rng, 24);
     let cup_h = p.cdr;

@@ -27,16 +27,21 @@
     const contrast = document.getElementById("contrast");
     const opacity = document.getElementById("heatmap-opacity");
 
+    // The heatmap covers the square the model saw: x,y,w,h as fractions,
+    // from the heatmap itself when it says (the disc's square), else from
+    // the preview (the field's).
+    function place(header) {
+      if (!heat || !header) return;
+      const box = header.split(",").map(Number);
+      heat.style.left = box[0] * 100 + "%";
+      heat.style.top = box[1] * 100 + "%";
+      heat.style.width = box[2] * 100 + "%";
+      heat.style.height = box[3] * 100 + "%";
+      heat.dataset.box = header;
+    }
     load(photo, viewport.dataset.preview).then((r) => {
       photo.dataset.loaded = "preview";
-      // The heatmap covers the square the model saw: x,y,w,h as fractions.
-      const box = (r.headers.get("x-fundus-heatmap-box") || "0,0,1,1").split(",").map(Number);
-      if (heat) {
-        heat.style.left = box[0] * 100 + "%";
-        heat.style.top = box[1] * 100 + "%";
-        heat.style.width = box[2] * 100 + "%";
-        heat.style.height = box[3] * 100 + "%";
-      }
+      if (heat && !heat.dataset.own) place(r.headers.get("x-fundus-heatmap-box") || "0,0,1,1");
     }).catch((e) => { viewport.dataset.error = String(e); });
 
     function apply() {
@@ -67,7 +72,10 @@
         if (!heat) return;
         if (!heat.dataset.loaded) {
           heat.dataset.loaded = "1";
-          load(heat, heat.dataset.src).catch(() => { delete heat.dataset.loaded; });
+          load(heat, heat.dataset.src).then((r) => {
+            const own = r.headers.get("x-fundus-heatmap-box");
+            if (own) { heat.dataset.own = "1"; place(own); }
+          }).catch(() => { delete heat.dataset.loaded; });
         }
         view.heatmap = !view.heatmap;
       },
