@@ -141,7 +141,7 @@ impl Scorer {
             }
             Some(arch) => {
                 let mut vs = nn::VarStore::new(device);
-                let net = Net::new(&vs.root(), arch);
+                let net = Net::for_input(&vs.root(), arch, &card.preprocessing);
                 vs.load(&weights).map_err(|e| Error::Data(format!("{}: {e}", weights.display())))?;
                 vs.set_kind(kind);
                 Loaded::Native { _vs: vs, net }
@@ -203,15 +203,20 @@ impl Scorer {
 /// A model directory with an architecture's seeded initial weights and a
 /// short card: for measuring speed (weights do not change it) and for tests.
 pub fn write_untrained(dir: &Path, arch: Arch, size: u32, threshold: f32, seed: i64) -> Result<(), Error> {
+    write_untrained_for(dir, arch, &imaging::Preprocessing::new(size), threshold, seed)
+}
+
+/// `write_untrained` for the inputs `prep` makes (a disc view, say).
+pub fn write_untrained_for(dir: &Path, arch: Arch, prep: &imaging::Preprocessing, threshold: f32, seed: i64) -> Result<(), Error> {
     std::fs::create_dir_all(dir)?;
     tch::manual_seed(seed);
     let vs = nn::VarStore::new(Device::Cpu);
-    let _net = Net::new(&vs.root(), arch);
+    let _net = Net::for_input(&vs.root(), arch, prep);
     vs.save(dir.join(WEIGHTS_FILE))?;
     let card = InferenceCard {
         name: format!("untrained-{}", serde_json::to_value(arch)?.as_str().unwrap_or("net")),
         format: None,
-        preprocessing: imaging::Preprocessing::new(size),
+        preprocessing: prep.clone(),
         threshold,
         train: Some(TrainHead { arch }),
         arch: None,
@@ -235,7 +240,7 @@ pub fn export_torchscript(model_dir: &Path, out: &Path) -> Result<PathBuf, Error
         _ => return Err(Error::Data(format!("{}: not a model of ours (no train.arch)", card_path.display()))),
     };
     let mut vs = nn::VarStore::new(Device::Cpu);
-    let net = Net::new(&vs.root(), arch);
+    let net = Net::for_input(&vs.root(), arch, &card.preprocessing);
     vs.load(model_dir.join(WEIGHTS_FILE))?;
     vs.freeze();
     let p = &card.preprocessing;
@@ -363,10 +368,8 @@ mod tests {
     #[test]
     fn a_disc_view_model_exports_and_scores_at_any_batch_size() {
         let dir = std::env::temp_dir().join(format!("fundus-views-{}", std::process::id()));
-        write_untrained(&dir, Arch::Small, 64, 0.5, 7).expect("model");
-        let mut card: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join(CARD_FILE)).expect("card")).expect("json");
-        card["preprocessing"]["disc_view"] = serde_json::json!({"side": 0.7});
-        std::fs::write(dir.join(CARD_FILE), card.to_string()).expect("write card");
+        let prep = imaging::Preprocessing::new(64).with_disc_view(imaging::DiscView::DEFAULT);
+        write_untrained_for(&dir, Arch::Small, &prep, 0.5, 7).expect("model");
         let native = Scorer::load(&dir, Device::Cpu, Precision::F32).expect("native");
         assert_eq!(native.card.preprocessing.width(), 128);
         let exported = export_torchscript(&dir, &dir.join("ts")).expect("export");

@@ -45,9 +45,9 @@ struct Bf16Copy {
 }
 
 impl Bf16Copy {
-    fn new(master: &nn::VarStore, arch: Arch, device: Device) -> Bf16Copy {
+    fn new(master: &nn::VarStore, arch: Arch, prep: &imaging::Preprocessing, device: Device) -> Bf16Copy {
         let mut vs = nn::VarStore::new(device);
-        let net = Net::new(&vs.root(), arch);
+        let net = Net::for_input(&vs.root(), arch, prep);
         vs.set_kind(Kind::BFloat16);
         let names = master.variables().into_iter().map(|(n, t)| (n, t.requires_grad())).collect();
         // Give every master weight a gradient once, so it can be copied into.
@@ -265,12 +265,12 @@ pub fn train(
     tch::manual_seed(cfg.seed as i64);
     let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(cfg.seed);
     let mut vs = nn::VarStore::new(device);
-    let net = Net::new(&vs.root(), cfg.arch);
+    let net = Net::for_input(&vs.root(), cfg.arch, prep);
     if let Some(init) = cfg.init.as_deref().filter(|_| checkpoint.is_none_or(|c| !c.with_extension("json").exists())) {
         crate::score::import_trunk(&mut vs, init)?;
     }
     let mut opt = nn::AdamW { wd: cfg.weight_decay, ..Default::default() }.build(&vs, cfg.lr)?;
-    let mut half = cfg.bf16.then(|| Bf16Copy::new(&vs, cfg.arch, device));
+    let mut half = cfg.bf16.then(|| Bf16Copy::new(&vs, cfg.arch, prep, device));
     let mut first_epoch = 1;
     let mut history: Vec<EpochLog> = Vec::new();
     if let Some(ck) = checkpoint.filter(|p| p.with_extension("json").exists()) {

@@ -36,11 +36,7 @@ fn a_real_photograph_is_found_scored_and_mapped() {
     // Scored by a disc-view model (weights do not matter for the path), with
     // a heatmap over the disc's half.
     let dir = tests::root().join(".stack/tests").join(format!("real-photo-{}", std::process::id()));
-    model::score::write_untrained(&dir, model::Arch::Small, 128, 0.5, 1).expect("model");
-    let card_path = dir.join(model::card::CARD_FILE);
-    let mut card: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&card_path).expect("card")).expect("json");
-    card["preprocessing"] = serde_json::to_value(&prep).expect("prep");
-    std::fs::write(&card_path, card.to_string()).expect("card");
+    model::score::write_untrained_for(&dir, model::Arch::Small, &prep, 0.5, 1).expect("model");
     let scorer = model::Scorer::load(&dir, tch::Device::Cpu, model::Precision::F32).expect("loads");
     let prepared = inference::pipeline::prepare(&bytes, &scorer.card.preprocessing).expect("prepared");
     assert_eq!(prepared.chw, out.planar());
