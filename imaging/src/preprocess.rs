@@ -140,11 +140,13 @@ pub fn preprocess_image(img: &RgbImage, p: &Preprocessing) -> Preprocessed {
             [(wf - side) / 2.0 / wf, (hf - side) / 2.0 / hf, side / wf, side / hf]
         }
     };
-    let crop = match (p.disc_view, fov) {
-        (Some(view), Some(f)) => {
+    let crop = match p.disc_view {
+        None => field,
+        Some(view) => {
             let mut both = RgbImage::new(2 * p.size, p.size);
             imageops::replace(&mut both, &field, 0, 0);
-            if let Some(d) = disc {
+            // A disc is only looked for inside a field of view.
+            if let (Some(f), Some(d)) = (fov, disc) {
                 // A field that fills the frame has no circle to measure by: its short side stands in.
                 let r = if f.fills_frame { 0.5 * w.min(h) as f32 } else { f.r };
                 let side = (view.side * r).round().max(1.0);
@@ -154,12 +156,6 @@ pub fn preprocess_image(img: &RgbImage, p: &Preprocessing) -> Preprocessed {
             }
             both
         }
-        (Some(_), None) => {
-            let mut both = RgbImage::new(2 * p.size, p.size);
-            imageops::replace(&mut both, &field, 0, 0);
-            both
-        }
-        (None, _) => field,
     };
     Preprocessed { crop, fov, disc, glaucoma_box }
 }

@@ -61,11 +61,6 @@ pub fn heatmap_png(crop: &RgbImage, map: &[f32]) -> Vec<u8> {
     model::heatmap::overlay_png(&half, &map)
 }
 
-/// `x,y,w,h` as stored beside a heatmap (`store::heatmap_box_key`).
-pub fn box_text(b: &[f32; 4]) -> String {
-    b.map(|x| format!("{x:.5}")).join(",")
-}
-
 /// Runs `f` on the rayon pool and awaits it; a panic becomes an error.
 pub async fn on_rayon<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Result<R, String> {
     let (tx, rx) = tokio::sync::oneshot::channel();

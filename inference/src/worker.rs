@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::batcher::{BatchConfig, Batcher};
 use crate::metrics::Metrics;
-use crate::pipeline::{box_text, heatmap_key, heatmap_png, on_rayon, prepare};
+use crate::pipeline::{heatmap_key, heatmap_png, on_rayon, prepare};
 use crate::registry::{self, ModelSource};
 use crate::route::Routing;
 
@@ -414,7 +414,7 @@ async fn score_one(ctx: &Arc<Ctx>, job: &Claimed) -> Result<Option<()>, JobError
             .map_err(|e| JobError::Failed(format!("heatmap_failed: {e}")))?;
         let png = Bytes::from(png);
         // Where it lies first: a heatmap is never shown without its place.
-        let (bk, bx) = (store::heatmap_box_key(&k), Bytes::from(box_text(&prepared.glaucoma_box)));
+        let (bk, bx) = (store::heatmap_box_key(&k), Bytes::from(store::box_text(&prepared.glaucoma_box)));
         ctx.with_store(&bk, || ctx.store.put(&bk, bx.clone())).await?;
         ctx.with_store(&k, || ctx.store.put(&k, png.clone())).await?;
         key = Some(k);

@@ -77,19 +77,10 @@ fn make_preview(raw: &[u8], format: Format) -> Result<Preview, ReviewError> {
     Ok(Preview { jpeg, heatmap_box })
 }
 
-/// The square the preprocessing crops to (the field of view's bounding
-/// square, or the centre square), as fractions of the image.
+/// The square the preprocessing crops the field to (the field of view's
+/// bounding square, or the centre square), as fractions of the image.
 fn model_square(img: &imaging::RgbImage) -> [f32; 4] {
-    let (w, h) = img.dimensions();
-    let (wf, hf) = (w as f32, h as f32);
-    let p = imaging::preprocess_image(img, &imaging::Preprocessing::new(32));
-    match p.fov {
-        Some(f) if !f.fills_frame => [(f.cx - f.r) / wf, (f.cy - f.r) / hf, 2.0 * f.r / wf, 2.0 * f.r / hf],
-        _ => {
-            let side = w.min(h) as f32;
-            [(wf - side) / 2.0 / wf, (hf - side) / 2.0 / hf, side / wf, side / hf]
-        }
-    }
+    imaging::preprocess_image(img, &imaging::Preprocessing::new(32)).glaucoma_box
 }
 
 fn preview_key(id: Uuid) -> String {
@@ -102,15 +93,11 @@ fn box_key(id: Uuid) -> String {
     b
 }
 
-fn parse_box(b: &[u8]) -> Option<[f32; 4]> {
-    let v: Vec<f32> = std::str::from_utf8(b).ok()?.split(',').filter_map(|x| x.trim().parse().ok()).collect();
-    v.try_into().ok()
-}
 
 /// The preview, made and kept on first use.
 async fn preview_of(s: &State, id: Uuid, a: &db::review::ImageAccess) -> Result<Preview, ReviewError> {
     if let (Ok(jpeg), Ok(b)) = (s.store.get(&preview_key(id)).await, s.store.get(&box_key(id)).await) {
-        if let Some(heatmap_box) = parse_box(&b) {
+        if let Some(heatmap_box) = store::parse_box(&b) {
             return Ok(Preview { jpeg: jpeg.to_vec(), heatmap_box });
         }
     }
@@ -119,7 +106,7 @@ async fn preview_of(s: &State, id: Uuid, a: &db::review::ImageAccess) -> Result<
     let p = tokio::task::spawn_blocking(move || make_preview(&raw, format))
         .await
         .map_err(|e| ReviewError::Internal(format!("preview task: {e}")))??;
-    let b = p.heatmap_box.map(|x| format!("{x:.5}")).join(",");
+    let b = store::box_text(&p.heatmap_box);
     // The box first: a preview without its box is remade, never misplaced.
     s.store.put(&box_key(id), Bytes::from(b)).await?;
     s.store.put(&preview_key(id), Bytes::from(p.jpeg.clone())).await?;
@@ -130,8 +117,7 @@ pub async fn preview(AxState(s): AxState<State>, r: Reader, Path(id): Path<Strin
     let (id, a) = access(&s, &r, &id, "preview").await?;
     let p = preview_of(&s, id, &a).await?;
     let mut resp = image_response("image/jpeg", Bytes::from(p.jpeg));
-    let b = p.heatmap_box.map(|x| format!("{x:.5}")).join(",");
-    if let Ok(v) = HeaderValue::from_str(&b) {
+    if let Ok(v) = HeaderValue::from_str(&store::box_text(&p.heatmap_box)) {
         resp.headers_mut().insert(BOX_HEADER, v);
     }
     Ok(resp)
@@ -169,7 +155,7 @@ pub async fn heatmap(AxState(s): AxState<State>, r: Reader, Path(id): Path<Strin
     // Where it lies, when the worker said (a model that looks at the disc
     // maps the disc's square); without it, the preview's square.
     if let Ok(b) = s.store.get(&store::heatmap_box_key(&key)).await {
-        if let Some(v) = parse_box(&b).and_then(|b| HeaderValue::from_str(&b.map(|x| format!("{x:.5}")).join(",")).ok()) {
+        if let Some(v) = store::parse_box(&b).and_then(|_| HeaderValue::from_bytes(&b).ok()) {
             resp.headers_mut().insert(BOX_HEADER, v);
         }
     }
@@ -179,13 +165,6 @@ pub async fn heatmap(AxState(s): AxState<State>, r: Reader, Path(id): Path<Strin
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_heatmap_box_round_trips() {
-        assert_eq!(parse_box(b"0.10000,0.00000,0.80000,1.00000"), Some([0.1, 0.0, 0.8, 1.0]));
-        assert_eq!(parse_box(b"0.1,0.2"), None);
-        assert_eq!(parse_box(b"\xff"), None);
-    }
 
     #[test]
     fn a_preview_is_screen_sized_and_finds_the_field_of_view() {

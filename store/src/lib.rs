@@ -97,6 +97,18 @@ pub fn heatmap_box_key(heatmap_key: &str) -> String {
     format!("{heatmap_key}.box")
 }
 
+/// A square on a photo as stored (preview and heatmap boxes): `x,y,w,h`,
+/// fractions of the upright photo.
+pub fn box_text(b: &[f32; 4]) -> String {
+    b.map(|x| format!("{x:.5}")).join(",")
+}
+
+/// `box_text` read back; `None` unless it is four numbers.
+pub fn parse_box(b: &[u8]) -> Option<[f32; 4]> {
+    let v: Vec<f32> = std::str::from_utf8(b).ok()?.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+    v.try_into().ok()
+}
+
 impl Store {
     pub fn open(args: &StoreArgs) -> Result<Store, StoreError> {
         let url = args.store_url.trim();
@@ -199,6 +211,13 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_box_round_trips() {
+        assert_eq!(super::parse_box(super::box_text(&[0.1, 0.0, 0.8, 1.0]).as_bytes()), Some([0.1, 0.0, 0.8, 1.0]));
+        assert_eq!(super::parse_box(b"0.1,0.2"), None);
+        assert_eq!(super::parse_box(b"\xff"), None);
+    }
+
     use super::*;
 
     #[test]
