@@ -312,7 +312,11 @@ pub fn evaluate_cmd(a: EvaluateArgs) -> anyhow::Result<()> {
     std::fs::write(out.join("evaluation.json"), serde_json::to_string_pretty(&e)?)?;
     report("evaluation", &e);
     if card.preprocessing.disc_view.is_some() {
-        println!("{} of {} photos had no disc found: not judged for glaucoma (a person sees them), and not in the figures above", t.no_disc, n);
+        println!(
+            "{} of {} photos had no disc found ({} of them labelled gradable, {} of these glaucomatous): \
+             not judged for glaucoma (a person sees them), and not in the figures above",
+            t.no_disc, n, t.no_disc_gradable, t.no_disc_glaucoma
+        );
     }
     println!("threshold {:.4} from the model card; roc.png and evaluation.json in {}", card.threshold, out.display());
     Ok(())

@@ -88,6 +88,21 @@ async fn an_upload_is_scored_routed_to_review_with_a_heatmap() {
     assert_eq!(digest.map(|d| format!("local-{d}")), Some(version));
 }
 
+/// Photos scored together are finished together: fewer transactions than
+/// photos, and still exactly one result each.
+#[tokio::test]
+async fn a_scored_batch_is_finished_in_few_transactions() {
+    let stack = Stack::shared();
+    let h = Harness::start(&stack).await;
+    let model = fixtures::untrained_model(&tests::scratch_dir("model"), 0.5, 64);
+    upload(&h, 12, 300).await;
+    let (worker, _stop) = start_worker(&h, &model, |_| {});
+    let summary = worker.await.expect("join").expect("worker");
+    assert_eq!(summary.done, 12, "{summary:?}");
+    assert_exactly_once(&h, 12).await;
+    assert!(summary.finish_transactions < summary.done, "one transaction per photo: {summary:?}");
+}
+
 #[tokio::test]
 async fn a_poison_photo_is_dead_lettered_and_the_others_proceed() {
     let stack = Stack::shared();

@@ -30,15 +30,15 @@ pub struct Depth {
 
 /// What the worker concluded about one photo.
 #[derive(Debug, Clone)]
-pub struct Outcome<'a> {
+pub struct Outcome {
     pub model_version_id: Uuid,
     pub glaucoma: f32,
     pub gradable: f32,
     /// `referable`, `non_referable` or `ungradable`.
-    pub label: &'a str,
-    pub heatmap_key: Option<&'a str>,
+    pub label: &'static str,
+    pub heatmap_key: Option<String>,
     /// `referable`, `ungradable`, `uncertain` or `qa_sample` when a clinician should look.
-    pub review: Option<&'a str>,
+    pub review: Option<&'static str>,
     /// The QA sampling rate in force, and whether this photo was drawn.
     pub qa_rate: f32,
     pub qa_sampled: bool,
@@ -83,61 +83,63 @@ pub async fn heartbeat(pool: &PgPool, worker: &str, ids: &[i64], lease_secs: f64
 /// Finishes the job and records its result, review item and the photo's status
 /// in one transaction. Returns false (and writes nothing) when this worker no
 /// longer holds the job: its lease expired and another claim took it.
-pub async fn finish(pool: &PgPool, job: &Claimed, worker: &str, o: &Outcome<'_>) -> Result<bool> {
+pub async fn finish(pool: &PgPool, job: &Claimed, worker: &str, o: &Outcome) -> Result<bool> {
+    Ok(!finish_many(pool, worker, &[(job.clone(), o.clone())]).await?.is_empty())
+}
+
+/// Finishes many jobs in one transaction of five statements, whatever their
+/// number: each job only if this worker holds it on the same attempt, and
+/// for each one finished its result (once per image and model version), its
+/// review item and its photo's status. Returns the ids finished; a job not
+/// held writes nothing.
+pub async fn finish_many(pool: &PgPool, worker: &str, done: &[(Claimed, Outcome)]) -> Result<Vec<i64>> {
+    let ids: Vec<i64> = done.iter().map(|(j, _)| j.id).collect();
+    let attempts: Vec<i32> = done.iter().map(|(j, _)| j.attempts).collect();
     let mut tx = pool.begin().await?;
-    let held = sqlx::query_file_scalar!("queries/job_finish.sql", job.id, worker, job.attempts)
-        .fetch_optional(&mut *tx)
-        .await?;
-    if held.is_none() {
-        return Ok(false);
+    let held = sqlx::query_file_scalar!("queries/job_finish_many.sql", worker, &ids, &attempts).fetch_all(&mut *tx).await?;
+    let done: Vec<&(Claimed, Outcome)> = done.iter().filter(|(j, _)| held.contains(&j.id)).collect();
+    if done.is_empty() {
+        return Ok(held);
     }
-    let inserted = sqlx::query_file_scalar!(
-        "queries/result_insert.sql",
-        job.image_id,
-        o.model_version_id,
-        o.glaucoma,
-        o.gradable,
-        o.label,
-        o.heatmap_key,
-        o.qa_rate,
-        o.qa_sampled,
-        o.threshold,
-        o.gradable_threshold,
-        o.uncertainty_band
+    let col = |f: fn(&Outcome) -> f32| -> Vec<f32> { done.iter().map(|(_, o)| f(o)).collect() };
+    let images: Vec<Uuid> = done.iter().map(|(j, _)| j.image_id).collect();
+    let versions: Vec<Uuid> = done.iter().map(|(_, o)| o.model_version_id).collect();
+    let labels: Vec<String> = done.iter().map(|(_, o)| o.label.to_owned()).collect();
+    let heatmaps: Vec<String> = done.iter().map(|(_, o)| o.heatmap_key.clone().unwrap_or_default()).collect();
+    let sampled: Vec<bool> = done.iter().map(|(_, o)| o.qa_sampled).collect();
+    let results = sqlx::query_file!(
+        "queries/result_insert_many.sql",
+        &images,
+        &versions,
+        &col(|o| o.glaucoma),
+        &col(|o| o.gradable),
+        &labels,
+        &heatmaps,
+        &col(|o| o.qa_rate),
+        &sampled,
+        &col(|o| o.threshold),
+        &col(|o| o.gradable_threshold),
+        &col(|o| o.uncertainty_band),
     )
-    .fetch_optional(&mut *tx)
+    .fetch_all(&mut *tx)
     .await?;
-    let result_id = match inserted {
-        Some(id) => id,
-        None => {
-            sqlx::query_file_scalar!("queries/result_by_version.sql", job.image_id, o.model_version_id)
-                .fetch_one(&mut *tx)
-                .await?
-        }
+    let result_of = |j: &Claimed, o: &Outcome| {
+        results.iter().find(|r| r.image_id == j.image_id && r.model_version_id == o.model_version_id).map(|r| r.id)
     };
-    if let Some(reason) = o.review {
-        sqlx::query_file!("queries/review_insert.sql", job.image_id, result_id, reason).execute(&mut *tx).await?;
+    let (mut items, mut item_results, mut reasons) = (Vec::new(), Vec::new(), Vec::new());
+    for (j, o) in &done {
+        if let (Some(reason), Some(result)) = (o.review, result_of(j, o)) {
+            items.push(j.image_id);
+            item_results.push(result);
+            reasons.push(reason.to_owned());
+        }
     }
-    sqlx::query_file!("queries/review_drop_failed.sql", job.image_id).execute(&mut *tx).await?;
-    let status = if o.review.is_some() { "in_review" } else { "scored" };
-    sqlx::query_file!("queries/image_set_status.sql", job.image_id, status).execute(&mut *tx).await?;
+    sqlx::query_file!("queries/review_insert_many.sql", &items, &item_results, &reasons).execute(&mut *tx).await?;
+    sqlx::query_file!("queries/review_drop_failed_many.sql", &images).execute(&mut *tx).await?;
+    let status: Vec<String> = done.iter().map(|(_, o)| if o.review.is_some() { "in_review" } else { "scored" }.to_owned()).collect();
+    sqlx::query_file!("queries/image_set_status_many.sql", &images, &status).execute(&mut *tx).await?;
     tx.commit().await?;
-    Ok(true)
-}
-
-/// Completes a job that records nothing else; false when not held.
-pub async fn complete(pool: &PgPool, job: &Claimed, worker: &str) -> Result<bool> {
-    Ok(sqlx::query_file_scalar!("queries/job_finish.sql", job.id, worker, job.attempts)
-        .fetch_optional(pool)
-        .await?
-        .is_some())
-}
-
-/// Completes many held jobs in one statement; returns the ids completed.
-pub async fn complete_many(pool: &PgPool, jobs: &[Claimed], worker: &str) -> Result<Vec<i64>> {
-    let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
-    let attempts: Vec<i32> = jobs.iter().map(|j| j.attempts).collect();
-    Ok(sqlx::query_file_scalar!("queries/job_finish_many.sql", worker, &ids, &attempts).fetch_all(pool).await?)
+    Ok(held)
 }
 
 /// A failed attempt. Returns `Some(true)` when the job was dead-lettered (its

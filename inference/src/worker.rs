@@ -1,7 +1,9 @@
 //! `fundus worker`: claims scoring jobs in batches, fetches the photos
 //! concurrently, preprocesses them on the rayon pool, scores them on the model
 //! thread with dynamic batching, stores heatmaps for the photos routed to
-//! review, and finishes each job as its holder.
+//! review, and finishes the jobs as their holder, as many per transaction as
+//! are ready together (group commit: one transaction per scored batch under
+//! load, no waiting when idle).
 //!
 //! Failures are of two kinds. A photo that cannot be scored (missing object,
 //! wrong digest, undecodable, a panic) fails its attempt: retried with
@@ -21,7 +23,7 @@ use db::queue::{self, Claimed};
 use store::Store;
 use rand::Rng;
 use sha2::{Digest, Sha256};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -91,6 +93,16 @@ pub struct Summary {
     pub dead: u64,
     pub released: u64,
     pub lost: u64,
+    /// Database transactions that finished scored jobs (fewer than `done`
+    /// when completions were grouped).
+    pub finish_transactions: u64,
+}
+
+/// A scored job on its way to the finisher, and where its fate goes.
+struct Finish {
+    job: Claimed,
+    outcome: queue::Outcome,
+    reply: oneshot::Sender<Result<bool, JobError>>,
 }
 
 struct Ctx {
@@ -102,6 +114,7 @@ struct Ctx {
     stop: CancellationToken,
     held: Mutex<HashMap<i64, Claimed>>,
     summary: Mutex<Summary>,
+    finish: mpsc::Sender<Finish>,
 }
 
 enum JobError {
@@ -180,6 +193,7 @@ pub async fn run(
         m.batch_size.observe(s.size as f64);
         m.inference_seconds.observe(s.seconds);
     });
+    let (finish, finishing) = mpsc::channel(cfg.in_flight.max(1));
     let ctx = Arc::new(Ctx {
         cfg: cfg.clone(),
         pool: pool.clone(),
@@ -189,11 +203,13 @@ pub async fn run(
         stop: stop.clone(),
         held: Mutex::new(HashMap::new()),
         summary: Mutex::new(Summary::default()),
+        finish,
     });
     let wake = Arc::new(Notify::new());
     let background = CancellationToken::new();
     tokio::spawn(listen(pool.clone(), wake.clone(), background.clone()));
     tokio::spawn(heartbeat(ctx.clone(), background.clone()));
+    tokio::spawn(finisher(ctx.clone(), finishing, background.clone()));
     if matches!(source, ModelSource::Alias { .. }) {
         tokio::spawn(reload(ctx.clone(), source, device, precision, background.clone()));
     }
@@ -426,7 +442,7 @@ async fn score_one(ctx: &Arc<Ctx>, job: &Claimed) -> Result<Option<()>, JobError
         glaucoma: scored.glaucoma,
         gradable: scored.gradable,
         label: decision.label,
-        heatmap_key: key.as_deref(),
+        heatmap_key: key,
         review: decision.review,
         qa_rate: ctx.cfg.routing.qa_rate,
         qa_sampled,
@@ -434,24 +450,88 @@ async fn score_one(ctx: &Arc<Ctx>, job: &Claimed) -> Result<Option<()>, JobError
         gradable_threshold: ctx.cfg.routing.gradable_threshold,
         uncertainty_band: scored.model.threshold - scored.model.band_floor(&ctx.cfg.routing),
     };
-    let mut tries = 0;
+    let (reply, fate) = oneshot::channel();
+    if ctx.finish.send(Finish { job: job.clone(), outcome, reply }).await.is_err() {
+        return Err(JobError::Release);
+    }
+    match fate.await {
+        Ok(Ok(true)) => Ok(Some(())),
+        Ok(Ok(false)) => {
+            tracing::warn!(job = job.id, "lease lost before completion; another worker has the job");
+            Ok(None)
+        }
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(JobError::Release),
+    }
+}
+
+/// How long the finisher waits, after a first scored job, for the rest of
+/// its batch (whose heatmaps may still be on their way to the store).
+const FINISH_GATHER: Duration = Duration::from_millis(5);
+
+/// Finishes scored jobs: those ready within [`FINISH_GATHER`] of the first,
+/// and any that arrive while a transaction runs, up to a claim's worth, go
+/// into one transaction.
+async fn finisher(ctx: Arc<Ctx>, mut rx: mpsc::Receiver<Finish>, stop: CancellationToken) {
+    let most = ctx.cfg.claim_batch.max(1) as usize;
     loop {
-        match queue::finish(&ctx.pool, job, &ctx.cfg.id, &outcome).await {
-            Ok(true) => return Ok(Some(())),
-            Ok(false) => {
-                tracing::warn!(job = job.id, "lease lost before completion; another worker has the job");
-                return Ok(None);
+        let first = tokio::select! {
+            _ = stop.cancelled() => return,
+            f = rx.recv() => match f { Some(f) => f, None => return },
+        };
+        let mut group = vec![first];
+        let until = tokio::time::Instant::now() + FINISH_GATHER;
+        while group.len() < most {
+            match tokio::time::timeout_at(until, rx.recv()).await {
+                Ok(Some(f)) => group.push(f),
+                _ => break,
             }
+        }
+        finish_group(&ctx, group).await;
+    }
+}
+
+/// One transaction for the group; retried through a database outage. A
+/// group the database refuses is split so that one bad result fails only
+/// its own job.
+async fn finish_group(ctx: &Ctx, group: Vec<Finish>) {
+    let mut tries = 0;
+    let (jobs, replies): (Vec<(Claimed, queue::Outcome)>, Vec<_>) = group.into_iter().map(|f| ((f.job, f.outcome), f.reply)).unzip();
+    let r = loop {
+        match queue::finish_many(&ctx.pool, &ctx.cfg.id, &jobs).await {
             Err(e) if e.is_unavailable() => {
                 // The work is done: keep trying until the worker stops (a
                 // lease that runs out meanwhile does not forbid completion).
-                tracing::warn!(job = job.id, error = %e, "database unavailable; retrying completion");
+                tracing::warn!(jobs = jobs.len(), error = %e, "database unavailable; retrying completion");
                 if !ctx.pause(tries, Instant::now()).await {
-                    return Err(JobError::Release);
+                    break Err(None);
                 }
                 tries += 1;
             }
-            Err(e) => return Err(JobError::Failed(format!("result_rejected: recording the result: {e}"))),
+            Err(e) => break Err(Some(e)),
+            Ok(held) => break Ok(held),
+        }
+    };
+    match r {
+        Ok(held) => {
+            ctx.note(|s| s.finish_transactions += 1);
+            for ((job, _), reply) in jobs.iter().zip(replies) {
+                let _ = reply.send(Ok(held.contains(&job.id)));
+            }
+        }
+        Err(Some(e)) if jobs.len() > 1 => {
+            tracing::warn!(jobs = jobs.len(), error = %e, "the database refused a group of results; finishing them one by one");
+            for ((job, outcome), reply) in jobs.into_iter().zip(replies) {
+                Box::pin(finish_group(ctx, vec![Finish { job, outcome, reply }])).await;
+            }
+        }
+        Err(e) => {
+            for reply in replies {
+                let _ = reply.send(Err(match &e {
+                    Some(e) => JobError::Failed(format!("result_rejected: recording the result: {e}")),
+                    None => JobError::Release,
+                }));
+            }
         }
     }
 }

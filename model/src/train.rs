@@ -107,6 +107,10 @@ pub struct Tensors {
     /// Photos where a disc view asked for the optic disc and none was found
     /// (their glaucoma label does not count).
     pub no_disc: usize,
+    /// Of those, the photos labelled gradable, and of these the glaucomatous:
+    /// what leaving them out of the glaucoma figures leaves out.
+    pub no_disc_gradable: usize,
+    pub no_disc_glaucoma: usize,
 }
 
 /// Decodes and preprocesses every photo on all cores.
@@ -124,6 +128,8 @@ pub fn load(samples: &[Sample], prep: &imaging::Preprocessing) -> Result<Tensors
     let no_fov = crops.iter().filter(|c| !c.1).count();
     let viewed: Vec<bool> = crops.iter().map(|c| c.2).collect();
     let no_disc = viewed.iter().filter(|&&v| !v).count();
+    let missed = || samples.iter().zip(&viewed).filter(|(x, v)| !**v && x.gradable == Some(true));
+    let (no_disc_gradable, no_disc_glaucoma) = (missed().count(), missed().filter(|(x, _)| x.glaucoma == Some(true)).count());
     let flat: Vec<u8> = crops.into_iter().flat_map(|c| c.0).collect();
     let n = samples.len() as i64;
     let f = |v: Vec<f32>| Tensor::from_slice(&v);
@@ -135,6 +141,8 @@ pub fn load(samples: &[Sample], prep: &imaging::Preprocessing) -> Result<Tensors
         gradable_mask: f(samples.iter().map(|x| x.gradable.is_some() as u8 as f32).collect()),
         no_fov,
         no_disc,
+        no_disc_gradable,
+        no_disc_glaucoma,
     })
 }
 
@@ -372,6 +380,8 @@ mod tests {
             gradable_mask: Tensor::zeros([n], (Kind::Float, Device::Cpu)),
             no_fov: 0,
             no_disc: 0,
+            no_disc_gradable: 0,
+            no_disc_glaucoma: 0,
         }
     }
 

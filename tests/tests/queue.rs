@@ -22,7 +22,7 @@ async fn version(h: &Harness) -> Uuid {
     queue::model_version(&h.pool, "m", "1", None, "file:///m", 0.5, &serde_json::json!({}), "d1").await.expect("model version")
 }
 
-fn outcome(v: Uuid) -> Outcome<'static> {
+fn outcome(v: Uuid) -> Outcome {
     Outcome {
         model_version_id: v,
         glaucoma: 0.9,
@@ -82,6 +82,60 @@ async fn only_the_holder_finishes_and_a_result_is_written_once() {
 
 /// A lease that ran out while the database was down may be renewed by its
 /// holder for a lease after the database starts: the outage costs no attempt.
+/// One transaction for a whole scored batch: only the jobs this worker
+/// holds are finished, a result already written is not written twice, and
+/// each photo gets its own review item and status.
+#[tokio::test]
+async fn a_batch_is_finished_together_and_only_where_held() {
+    let h = Harness::start(&Stack::shared()).await;
+    photos(&h, 4).await;
+    let v = version(&h).await;
+    // One photo already has this model's result: its job was done, then queued again.
+    let again = queue::claim(&h.pool, "a", 1, 30.0).await.expect("claim").remove(0);
+    assert!(queue::finish(&h.pool, &again, "a", &outcome(v)).await.expect("finish"));
+    sqlx::query("UPDATE jobs SET state = 'queued' WHERE id = $1").bind(again.id).execute(&h.pool).await.expect("requeue");
+    let jobs = queue::claim(&h.pool, "a", 4, 30.0).await.expect("claim");
+    assert_eq!(jobs.len(), 4);
+    // Another worker took one of them after its lease ran out.
+    let stolen = jobs.iter().find(|j| j.id != again.id).expect("a job").clone();
+    expire(&h, &stolen).await;
+    assert_eq!(queue::reclaim_expired(&h.pool, 0.0).await.expect("reclaim"), (1, 0));
+    assert_eq!(queue::claim(&h.pool, "b", 1, 30.0).await.expect("claim")[0].id, stolen.id);
+    let reasons = [Some("referable"), None, Some("qa_sample"), Some("uncertain")];
+    let batch: Vec<(Claimed, Outcome)> =
+        jobs.iter().zip(reasons).map(|(j, review)| (j.clone(), Outcome { review, heatmap_key: review.map(|r| format!("derived/{r}")), ..outcome(v) })).collect();
+    let mut held = queue::finish_many(&h.pool, "a", &batch).await.expect("finish many");
+    held.sort();
+    let mut want: Vec<i64> = jobs.iter().map(|j| j.id).filter(|&id| id != stolen.id).collect();
+    want.sort();
+    assert_eq!(held, want, "the stolen job is not a's to finish");
+    assert_eq!(state(&h, &stolen).await, ("running".into(), 2));
+    assert_eq!(h.count("results").await, 3, "one result per photo finished, the earlier one kept");
+    for (job, review) in &batch {
+        let status: String = sqlx::query_scalar("SELECT status FROM images WHERE id = $1").bind(job.image_id).fetch_one(&h.pool).await.expect("status");
+        let items: Vec<(String, bool, Option<String>)> = sqlx::query_as(
+            "SELECT ri.reason, ri.blinded, r.heatmap_key FROM review_items ri JOIN results r ON r.id = ri.result_id WHERE ri.image_id = $1",
+        )
+        .bind(job.image_id)
+        .fetch_all(&h.pool)
+        .await
+        .expect("items");
+        if job.id == stolen.id {
+            assert_eq!((status.as_str(), items.len()), ("queued", 0));
+        } else if job.id == again.id {
+            // The earlier result and its item stand.
+            assert_eq!(items.iter().map(|i| i.0.as_str()).collect::<Vec<_>>(), ["referable"]);
+        } else {
+            let reason = review.review;
+            assert_eq!(status, if reason.is_some() { "in_review" } else { "scored" });
+            let want: Vec<(String, bool, Option<String>)> =
+                reason.map(|r| (r.to_owned(), r == "qa_sample", Some(format!("derived/{r}")))).into_iter().collect();
+            assert_eq!(items, want);
+        }
+    }
+    assert!(queue::finish_many(&h.pool, "a", &batch).await.expect("again").is_empty(), "finished twice");
+}
+
 #[tokio::test]
 async fn leases_that_ran_out_during_an_outage_wait_a_lease_after_the_database_starts() {
     let h = Harness::start(&Stack::shared()).await;

@@ -69,9 +69,10 @@ fn a_field_without_a_disc_is_not_judged_for_glaucoma() {
 }
 
 /// The same real photograph as other cameras would deliver it: a PNG, a
-/// small JPEG, a large one, a clipped field (a phone framing the middle of
-/// the field). Each is prepared for a disc-view model without an error, with
-/// its disc found.
+/// fundus camera's DICOM file, a small JPEG, a large one, a clipped field (a
+/// phone framing the middle of the field). Each passes the quick check at
+/// upload and is prepared for a disc-view model without an error, with its
+/// disc found.
 #[test]
 fn a_real_photograph_in_other_forms_is_prepared() {
     let img = image::load_from_memory(&tests::fixtures::retina_jpg()).expect("decodes").to_rgb8();
@@ -83,11 +84,14 @@ fn a_real_photograph_in_other_forms_is_prepared() {
     let prep = Preprocessing::new(128).with_disc_view(DiscView::DEFAULT);
     for (name, bytes) in [
         ("png", png),
+        ("dicom", imaging::synth::to_dicom(Some(&img), img.width(), img.height(), 1)),
         ("small jpeg", imaging::synth::to_jpeg(&resized(640), 85)),
         ("large jpeg", imaging::synth::to_jpeg(&resized(3000), 90)),
         ("clipped field", imaging::synth::to_jpeg(&clipped, 90)),
     ] {
         let format = imaging::sniff(&bytes).expect("format");
+        let q = imaging::inspect(&bytes, format, imaging::Limits::default()).unwrap_or_else(|e| panic!("{name}: {e}")).quality;
+        assert!(q.fov_found && !q.retake, "{name}: {q:?}");
         let out = imaging::preprocess(&bytes, format, &prep).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(out.fov.is_some() && out.disc.is_some(), "{name}: field {:?}, disc {:?}", out.fov, out.disc);
         inference::pipeline::prepare(&bytes, &prep).unwrap_or_else(|e| panic!("{name}: {e}"));

@@ -1,1 +1,0 @@
-SELECT id FROM results WHERE image_id = $1 AND model_version_id = $2
