@@ -206,6 +206,36 @@ where
     Ok(Run { per_sec: n as f64 / elapsed.as_secs_f64(), p50: pct(0.5), p99: pct(0.99) })
 }
 
+/// CPU seconds (user + system) used so far by every process whose name is
+/// `comm`, or by `pid`.
+fn cpu_secs(comm: Option<&str>, pid: Option<u32>) -> f64 {
+    let ticks = 100.0; // USER_HZ on Linux
+    let mut total = 0.0;
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(p) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{p}/stat")) else { continue };
+        // pid (comm) state ... field 14 utime, 15 stime; comm may hold spaces.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let name = &stat[open + 1..close];
+        if comm.is_some_and(|c| c == name) || pid == Some(p) {
+            let f: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+            let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+            total += (t(11) + t(12)) / ticks;
+        }
+    }
+    total
+}
+
+/// CPU seconds by the server, Garage, Postgres and this load generator.
+fn cpu_by_part(server: Option<u32>) -> [f64; 4] {
+    [
+        server.map_or(0.0, |p| cpu_secs(None, Some(p))),
+        cpu_secs(Some("garage"), None),
+        cpu_secs(Some("postgres"), None),
+        cpu_secs(None, Some(std::process::id())),
+    ]
+}
+
 fn rss_kib(pid: u32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
@@ -226,6 +256,7 @@ async fn upload(a: UploadArgs) -> anyhow::Result<()> {
     let direct_store = ingest::Store::open(&direct_args)?;
     let base = Arc::new(base);
     let (b2, s2) = (base.clone(), direct_store.clone());
+    let before_direct = cpu_by_part(None);
     let direct = drive(a.uploads, a.clients, move |i| {
         let (b, s) = (b2.clone(), s2.clone());
         async move {
@@ -235,6 +266,7 @@ async fn upload(a: UploadArgs) -> anyhow::Result<()> {
     })
     .await
     .context("direct PUT")?;
+    let after_direct = cpu_by_part(None);
 
     // The server, as its own process so its memory can be read.
     let pool = db::connect(a.db.database_url.expose(), 2, Duration::from_secs(5))?;
@@ -295,6 +327,7 @@ async fn upload(a: UploadArgs) -> anyhow::Result<()> {
     };
     let (b3, h3, p3) = (base.clone(), http.clone(), progress.clone());
     let url = format!("{api}/v1/studies/{study}/images?eye=left");
+    let before_served = cpu_by_part(Some(pid));
     let served = drive(a.uploads, a.clients, move |i| {
         let (b, h, url, token, p) = (b3.clone(), h3.clone(), url.clone(), token.clone(), p3.clone());
         async move {
@@ -306,6 +339,7 @@ async fn upload(a: UploadArgs) -> anyhow::Result<()> {
     })
     .await
     .context("uploads through fundus serve")?;
+    let after_served = cpu_by_part(Some(pid));
     done.store(true, Ordering::Relaxed);
     let quarters = sampler.await?;
     let peak = rss_kib(pid, "VmHWM:");
@@ -316,6 +350,13 @@ async fn upload(a: UploadArgs) -> anyhow::Result<()> {
     println!("{:<22} {:>10.1} {:>9.1} {:>9.1}", "direct PUT to store", direct.per_sec, ms(direct.p50), ms(direct.p99));
     println!("{:<22} {:>10.1} {:>9.1} {:>9.1}", "fundus serve", served.per_sec, ms(served.p50), ms(served.p99));
     println!("ratio (serve / direct): {:.2}   (goal >= 0.70)", served.per_sec / direct.per_sec);
+    let n = a.uploads as f64;
+    let per = |from: [f64; 4], to: [f64; 4]| {
+        let ms = |i: usize| (to[i] - from[i]) * 1e3 / n;
+        format!("server {:.1} / Garage {:.1} / Postgres {:.1} / load generator {:.1}", ms(0), ms(1), ms(2), ms(3))
+    };
+    println!("CPU ms per upload, direct PUT:   {}", per(before_direct, after_direct));
+    println!("CPU ms per upload, fundus serve: {}", per(before_served, after_served));
     println!(
         "server RSS: idle {} MiB; max per quarter of the run {} MiB; peak (VmHWM) {} MiB",
         idle_rss / 1024,

@@ -24,6 +24,8 @@ pub struct Claimed {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Depth {
     pub queued: i64,
+    /// Of `queued`, those ahead of batch work (phone uploads).
+    pub urgent: i64,
     pub running: i64,
     pub dead: i64,
 }
@@ -192,7 +194,7 @@ pub async fn release(pool: &PgPool, job: &Claimed, worker: &str, delay_secs: f64
 
 pub async fn depth(pool: &PgPool) -> Result<Depth> {
     let r = sqlx::query_file!("queries/queue_depth.sql").fetch_one(pool).await?;
-    Ok(Depth { queued: r.queued, running: r.running, dead: r.dead })
+    Ok(Depth { queued: r.queued, urgent: r.urgent, running: r.running, dead: r.dead })
 }
 
 /// The `model_versions` row for (name, version), created on first use.

@@ -14,6 +14,7 @@ mod fov;
 mod inspect;
 mod preprocess;
 mod quality;
+mod resize;
 pub mod synth;
 
 pub use container::{Format, sniff};

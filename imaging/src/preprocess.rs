@@ -128,8 +128,7 @@ pub fn preprocess_image(img: &RgbImage, p: &Preprocessing) -> Preprocessed {
         }
         _ => {
             let side = w.min(h);
-            let sq = imageops::crop_imm(img, (w - side) / 2, (h - side) / 2, side, side).to_image();
-            imageops::resize(&sq, p.size, p.size, imageops::FilterType::Triangle)
+            crate::resize::triangle_window(img, i64::from((w - side) / 2), i64::from((h - side) / 2), side, side, p.size, p.size)
         }
     };
     let (wf, hf) = (w as f32, h as f32);
@@ -163,16 +162,8 @@ pub fn preprocess_image(img: &RgbImage, p: &Preprocessing) -> Preprocessed {
 /// The square of `side` pixels centred on `(cx, cy)`, black where it leaves
 /// the image, resized to `size`.
 fn square_around(img: &RgbImage, cx: f32, cy: f32, side: f32, size: u32) -> RgbImage {
-    let side = side as i64;
-    let (x0, y0) = ((cx - side as f32 / 2.0).round() as i64, (cy - side as f32 / 2.0).round() as i64);
-    let (w, h) = (img.width() as i64, img.height() as i64);
-    let (ix0, iy0, ix1, iy1) = (x0.clamp(0, w), y0.clamp(0, h), (x0 + side).clamp(0, w), (y0 + side).clamp(0, h));
-    let mut canvas = RgbImage::new(side as u32, side as u32);
-    if ix1 > ix0 && iy1 > iy0 {
-        let part = imageops::crop_imm(img, ix0 as u32, iy0 as u32, (ix1 - ix0) as u32, (iy1 - iy0) as u32).to_image();
-        imageops::replace(&mut canvas, &part, ix0 - x0, iy0 - y0);
-    }
-    imageops::resize(&canvas, size, size, imageops::FilterType::Triangle)
+    let (x0, y0) = ((cx - side / 2.0).round() as i64, (cy - side / 2.0).round() as i64);
+    crate::resize::triangle_window(img, x0, y0, side as u32, side as u32, size, size)
 }
 
 impl Preprocessed {

@@ -4,7 +4,7 @@
 //! (the JPEG is decoded at 1/8 scale for it) normalised to a fixed FOV size, so
 //! the figures do not depend on the phone's resolution.
 
-use image::{RgbImage, imageops};
+use image::RgbImage;
 
 use crate::fov::{Fov, find_fov};
 
@@ -165,18 +165,10 @@ fn mean_luma<'a>(pixels: impl Iterator<Item = &'a image::Rgb<u8>>) -> f32 {
 /// The square around the field of view (black where it leaves the frame),
 /// resampled to `side` pixels.
 pub(crate) fn crop_to_fov(img: &RgbImage, fov: &Fov, side: u32) -> RgbImage {
-    let (w, h) = img.dimensions();
     let x0 = (fov.cx - fov.r).round() as i64;
     let y0 = (fov.cy - fov.r).round() as i64;
     let d = (2.0 * fov.r).round().max(1.0) as u32;
-    let mut square = RgbImage::new(d, d);
-    let (sx0, sy0) = (x0.max(0) as u32, y0.max(0) as u32);
-    let (sx1, sy1) = (((x0 + d as i64).min(w as i64)) as u32, ((y0 + d as i64).min(h as i64)) as u32);
-    if sx1 > sx0 && sy1 > sy0 {
-        let part = imageops::crop_imm(img, sx0, sy0, sx1 - sx0, sy1 - sy0).to_image();
-        imageops::replace(&mut square, &part, sx0 as i64 - x0, sy0 as i64 - y0);
-    }
-    imageops::resize(&square, side, side, imageops::FilterType::Triangle)
+    crate::resize::triangle_window(img, x0, y0, d, d, side, side)
 }
 
 fn laplacian_contrast(img: &RgbImage, at: &[(u32, u32)]) -> f32 {

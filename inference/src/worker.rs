@@ -188,6 +188,7 @@ pub async fn run(
 ) -> anyhow::Result<Summary> {
     let model = registry::load(&source, device, precision, Some(&pool)).await?;
     tracing::info!(worker = %cfg.id, model = %model.name, version = %model.version, ?device, "worker started");
+    metrics.model_in_use(&model.name, &model.version);
     let m = metrics.clone();
     let batcher = Batcher::start(model, cfg.batch, cfg.routing, move |s| {
         m.batch_size.observe(s.size as f64);
@@ -583,7 +584,7 @@ async fn heartbeat(ctx: Arc<Ctx>, stop: CancellationToken) {
             }
         }
         if let Ok(d) = queue::depth(&ctx.pool).await {
-            ctx.metrics.queue_depth.set(d.queued);
+            ctx.metrics.queue_depth(&d);
             ctx.metrics.dead_jobs.set(d.dead);
         }
     }
@@ -604,8 +605,9 @@ async fn reload(ctx: Arc<Ctx>, source: ModelSource, device: tch::Device, precisi
                 Ok(m) => {
                     tracing::info!(from = %current, to = %m.version, "the alias moved; swapping in the new version");
                     current = m.version.clone();
-                    let b = ctx.batcher.clone();
+                    let (b, name) = (ctx.batcher.clone(), m.name.clone());
                     let _ = tokio::task::spawn_blocking(move || b.swap(m)).await;
+                    ctx.metrics.model_in_use(&name, &current);
                 }
                 Err(e) => tracing::warn!(error = %e, "could not load the new model version; keeping {current}"),
             },
