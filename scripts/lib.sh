@@ -109,6 +109,8 @@ ensure_system_packages() {
     ensure_apt postgresql cmake nasm pkg-config libjpeg-turbo-progs curl jq
     # The review UI's browser tests drive a real headless Chromium over WebDriver.
     ensure_apt chromium chromium-driver
+    # InfluxDB 1.x, the target of the metrics push (`--influx-url`) in tests.
+    ensure_apt influxdb
     # The local Mesos cluster: libmesos's runtime libraries, and a compiler for its host program.
     ensure_apt "${MESOS_APT_PACKAGES[@]}"
     # Debian strips ensurepip out of python3 into python3-venv; a pyenv/other python may have it already.

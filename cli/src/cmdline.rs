@@ -74,11 +74,38 @@ pub fn parse<T: clap::Parser>() -> T {
     T::from_arg_matches(&cmd.get_matches()).unwrap_or_else(|e| e.exit())
 }
 
-pub async fn serve(cfg: ingest::Config) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
+/// What `fundus serve` and `fundus-serve` take.
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub cfg: ingest::Config,
+    #[command(flatten)]
+    pub influx: crate::influx::InfluxArgs,
+}
+
+pub async fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(a.cfg.listen)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", cfg.listen))?;
-    let state = ingest::AppState::new(cfg)?;
-    ingest::serve(listener, state, shutdown_signal()).await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", a.cfg.listen))?;
+    let state = ingest::AppState::new(a.cfg)?;
+    let s = state.clone();
+    // What /metrics answers, the review gauges refreshed first.
+    let render = move || {
+        let s = s.clone();
+        async move {
+            if let Err(e) = s.metrics.review.refresh(&s.db).await {
+                tracing::warn!(error = %e, "refreshing the review gauges");
+            }
+            s.metrics.render()
+        }
+    };
+    let stop = tokio_util::sync::CancellationToken::new();
+    let pusher = crate::influx::spawn(&a.influx, render, stop.clone())?;
+    let r = ingest::serve(listener, state, shutdown_signal()).await;
+    stop.cancel();
+    if let Some(p) = pusher {
+        let _ = p.await;
+    }
+    r
 }
 

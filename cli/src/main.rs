@@ -10,6 +10,7 @@ mod bench_review;
 mod bench_score;
 mod bench_soak;
 mod cmdline;
+mod influx;
 mod score;
 mod train;
 
@@ -30,7 +31,7 @@ struct Cli {
 enum Command {
     /// Run the upload API and the review service (as `fundus-serve`, which
     /// does not load libtorch, when it is installed beside this binary).
-    Serve(ingest::Config),
+    Serve(cmdline::ServeArgs),
     /// Apply the database migrations and exit.
     Migrate {
         #[command(flatten)]
@@ -51,7 +52,12 @@ enum Command {
     /// Score queued photos: claim jobs, run the model, route to review.
     Worker(score::WorkerArgs),
     /// Run scoring workers as tasks on a Mesos cluster, as many as the queue wants.
-    Mesos(Box<cluster::Args>),
+    Mesos {
+        #[command(flatten)]
+        args: Box<cluster::Args>,
+        #[command(flatten)]
+        influx: influx::InfluxArgs,
+    },
     /// Screen a backlog (store prefix or CSV manifest) and write a report.
     Batch(score::BatchArgs),
     /// Score a folder of photos with no services; writes a CSV.
@@ -87,7 +93,7 @@ async fn main() -> std::process::ExitCode {
         Command::Train(a) => train::train(a).await,
         Command::Evaluate(a) => train::evaluate_cmd(a),
         Command::Worker(a) => score::worker(a, stop_on_signal()).await,
-        Command::Mesos(a) => cluster::main(*a, stop_on_signal()).await,
+        Command::Mesos { args, influx } => mesos(*args, influx).await,
         Command::Batch(a) => score::batch(a).await,
         Command::Score(a) => score::score(a).await,
         Command::Export(a) => score::export(a),
@@ -102,10 +108,23 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
+/// The framework, its metrics also pushed to InfluxDB when asked.
+async fn mesos(a: cluster::Args, influx: influx::InfluxArgs) -> anyhow::Result<()> {
+    let metrics = std::sync::Arc::new(cluster::metrics::Metrics::default());
+    let (m, pushing) = (metrics.clone(), tokio_util::sync::CancellationToken::new());
+    let pusher = influx::spawn(&influx, move || std::future::ready(m.encode()), pushing.clone())?;
+    let r = cluster::main(a, metrics, stop_on_signal()).await;
+    pushing.cancel();
+    if let Some(p) = pusher {
+        let _ = p.await;
+    }
+    r
+}
+
 /// Serving needs none of libtorch, which is most of this binary's memory:
 /// `fundus-serve`, installed beside it, is the same server without it, so
 /// `fundus serve` becomes that process (same arguments and environment).
-async fn serve(cfg: ingest::Config) -> anyhow::Result<()> {
+async fn serve(cfg: cmdline::ServeArgs) -> anyhow::Result<()> {
     use std::os::unix::process::CommandExt;
     let lean = std::env::current_exe().ok().and_then(|p| Some(p.parent()?.join("fundus-serve"))).filter(|p| p.is_file());
     if let Some(lean) = lean {

@@ -111,6 +111,8 @@ pub struct WorkerArgs {
     /// Serve /metrics here.
     #[arg(long, env = "FUNDUS_WORKER_METRICS")]
     metrics_listen: Option<SocketAddr>,
+    #[command(flatten)]
+    influx: crate::influx::InfluxArgs,
 }
 
 /// A pool on the configured database, its migrations applied.
@@ -147,8 +149,17 @@ pub async fn worker(a: WorkerArgs, stop: CancellationToken) -> anyhow::Result<()
         let m = metrics.clone();
         ingest::ops::serve_metrics(addr, move || m.encode()).await?;
     }
+    let pushing = CancellationToken::new();
+    let m = metrics.clone();
+    let pusher = crate::influx::spawn(&a.influx, move || std::future::ready(m.encode()), pushing.clone())?;
     let source = a.model.source()?;
-    let s = inference::worker::run(cfg, pool, store, source, a.model.device(), a.model.precision, metrics, stop).await?;
+    let s = inference::worker::run(cfg, pool, store, source, a.model.device(), a.model.precision, metrics, stop).await;
+    // The last figures go out before the worker exits.
+    pushing.cancel();
+    if let Some(p) = pusher {
+        let _ = p.await;
+    }
+    let s = s?;
     eprintln!("worker stopped: {} done, {} retried, {} dead-lettered, {} released, {} lost", s.done, s.retried, s.dead, s.released, s.lost);
     Ok(())
 }

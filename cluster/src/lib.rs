@@ -206,7 +206,8 @@ impl Args {
 }
 
 /// `fundus mesos`: serves metrics, then runs the framework until `stop`.
-pub async fn main(a: Args, stop: CancellationToken) -> anyhow::Result<()> {
+/// `metrics` is the framework's registry (the caller may push it elsewhere too).
+pub async fn main(a: Args, metrics: Arc<metrics::Metrics>, stop: CancellationToken) -> anyhow::Result<()> {
     let cfg = a.config()?;
     cfg.policy.validate().map_err(anyhow::Error::msg)?;
     let pool = a.db.connect()?;
@@ -214,7 +215,6 @@ pub async fn main(a: Args, stop: CancellationToken) -> anyhow::Result<()> {
     if a.teardown {
         return teardown::teardown(&cfg, &pool).await;
     }
-    let metrics = Arc::new(metrics::Metrics::default());
     if let Some(addr) = a.metrics_listen {
         let m = metrics.clone();
         ingest::ops::serve_metrics(addr, move || m.encode()).await?;

@@ -6,6 +6,8 @@
 
 #[path = "../cmdline.rs"]
 mod cmdline;
+#[path = "../influx.rs"]
+mod influx;
 
 use clap::Parser;
 
@@ -16,14 +18,14 @@ struct Cli {
     #[arg(long, env = "FUNDUS_LOG_JSON")]
     log_json: bool,
     #[command(flatten)]
-    cfg: ingest::Config,
+    serve: cmdline::ServeArgs,
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli: Cli = cmdline::parse();
     cmdline::init_logs(cli.log_json);
-    match cmdline::serve(cli.cfg).await {
+    match cmdline::serve(cli.serve).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -1,0 +1,127 @@
+//! The metrics push to a real InfluxDB (Debian's influxdb 1.x, started by
+//! `scripts/stack`): a worker's and a server's points are read back with
+//! InfluxQL, and a bad `--influx-url` is refused before anything starts.
+
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use tests::{Harness, Stack, fixtures, run_ok};
+
+fn fundus(h: &Harness, args: &[&str]) -> Command {
+    h.command(env!("CARGO_BIN_EXE_fundus"), args)
+}
+
+/// A database of this test's own on the stack's InfluxDB; its URL and name.
+async fn database(stack: &Stack) -> (String, String) {
+    let url = stack.get("FUNDUS_STACK_INFLUX_URL").to_owned();
+    let name = format!("t_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+    let r = reqwest::Client::new()
+        .post(reqwest::Url::parse_with_params(&format!("{url}/query"), [("q", format!("CREATE DATABASE {name}"))]).expect("URL"))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("InfluxDB at {url} does not answer ({e}); run scripts/stack up (it installs Debian's influxdb)"));
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap_or_default());
+    (url, name)
+}
+
+/// The value columns an InfluxQL query returns (first series), as floats.
+async fn query(url: &str, db: &str, q: &str) -> Vec<serde_json::Value> {
+    let body: serde_json::Value = reqwest::Client::new()
+        .get(reqwest::Url::parse_with_params(&format!("{url}/query"), [("db", db), ("q", q)]).expect("URL"))
+        .send()
+        .await
+        .expect("query")
+        .json()
+        .await
+        .expect("JSON");
+    body["results"][0]["series"][0]["values"].as_array().cloned().unwrap_or_default()
+}
+
+/// Polls `q` until its first row's second column is `want` (10 s at most).
+async fn wait_for(url: &str, db: &str, q: &str, want: f64) {
+    let started = Instant::now();
+    loop {
+        let rows = query(url, db, q).await;
+        if rows.first().and_then(|r| r[1].as_f64()) == Some(want) {
+            return;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{q}: {rows:?}, not {want}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_worker_pushes_its_metrics_to_influxdb() {
+    let stack = Stack::shared();
+    let h = Harness::start(&stack).await;
+    let (url, db) = database(&stack).await;
+    let model = fixtures::untrained_model(&tests::scratch_dir("model"), 0.5, 64);
+    let token = h.device("clinic").await;
+    let study = h.study(&token).await;
+    for i in 0..3 {
+        let (status, body) = h.send(h.upload(&token, study, fixtures::jpeg(800, 600, 500 + i), "image/jpeg")).await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let m = model.to_str().expect("path");
+    let out = run_ok(&mut fundus(
+        &h,
+        &["worker", "--model", m, "--cpu", "--exit-when-idle", "--poll-secs", "0.2", "--influx-url", &url, "--influx-db", &db, "--influx-interval-secs", "0.2"],
+    ));
+    assert!(out.contains("3 done"), "{out}");
+    // The last push, made as the worker exits, has every photo in it.
+    wait_for(&url, &db, "SELECT last(value) FROM fundus_worker_images_scored_total", 3.0).await;
+    wait_for(&url, &db, "SELECT last(value) FROM fundus_worker_jobs_total WHERE outcome = 'done'", 3.0).await;
+    let versions = query(&url, &db, "SHOW TAG VALUES FROM fundus_worker_model WITH KEY = version").await;
+    assert!(versions.iter().any(|v| v[1].as_str().is_some_and(|s| s.starts_with("local-"))), "{versions:?}");
+    // Histograms arrive as their buckets, tagged by bound.
+    let buckets = query(&url, &db, "SHOW TAG VALUES FROM fundus_worker_job_seconds_bucket WITH KEY = le").await;
+    assert!(buckets.iter().any(|v| v[1] == "+Inf"), "{buckets:?}");
+    wait_for(&url, &db, "SELECT last(value) FROM fundus_influx_dropped_points", 0.0).await;
+}
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn the_server_pushes_upload_counts_and_a_bad_url_is_refused() {
+    let stack = Stack::shared();
+    let h = Harness::start(&stack).await;
+    let (url, db) = database(&stack).await;
+
+    let bad = fundus(&h, &["serve", "--influx-url", "influx.internal:8086"]).output().expect("run");
+    assert!(!bad.status.success());
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("invalid_influx_url"), "{err}");
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("port").port();
+    let mut cmd = fundus(&h, &["serve", "--influx-url", &url, "--influx-db", &db, "--influx-interval-secs", "0.2"]);
+    cmd.env("FUNDUS_LISTEN", format!("127.0.0.1:{port}"));
+    let _server = Server(cmd.spawn().expect("fundus serve"));
+    let base = format!("http://127.0.0.1:{port}");
+    let started = Instant::now();
+    while reqwest::get(format!("{base}/readyz")).await.map(|r| r.status() != 200).unwrap_or(true) {
+        assert!(started.elapsed() < Duration::from_secs(30), "not ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let token = h.device("phone").await;
+    let study = h.study(&token).await;
+    let r = reqwest::Client::new()
+        .post(format!("{base}/v1/studies/{study}/images?eye=left"))
+        .bearer_auth(&token)
+        .header("content-type", "image/jpeg")
+        .body(fixtures::jpeg(800, 600, 600))
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(r.status(), 201);
+    wait_for(&url, &db, "SELECT last(value) FROM fundus_ingest_uploads_total WHERE outcome = 'created'", 1.0).await;
+    // The review gauges are refreshed from the database before each sample,
+    // as for a scrape (unrefreshed, the backlog has no series at all).
+    wait_for(&url, &db, "SELECT last(value) FROM fundus_review_backlog WHERE reason = 'referable'", 0.0).await;
+}
