@@ -61,12 +61,9 @@ where
     Ok(Some(tokio::spawn(async move {
         let mut buf: VecDeque<String> = VecDeque::new();
         let (mut dropped, mut backoff, mut next_try) = (0u64, every, tokio::time::Instant::now());
-        let mut failing = false;
+        let (mut failing, mut stopping) = (false, false);
+        // A first sample at once, then one every interval, and a last one at the stop.
         loop {
-            let stopping = tokio::select! {
-                _ = stop.cancelled() => true,
-                _ = tokio::time::sleep(every) => false,
-            };
             let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_nanos();
             buf.extend(line_protocol(&render().await, now));
             dropped += bound(&mut buf, MAX_BUFFERED) as u64;
@@ -98,6 +95,10 @@ where
             if stopping {
                 return;
             }
+            stopping = tokio::select! {
+                _ = stop.cancelled() => true,
+                _ = tokio::time::sleep(every) => false,
+            };
         }
     })))
 }
