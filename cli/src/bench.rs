@@ -71,8 +71,8 @@ pub struct UploadArgs {
     /// Concurrent clients.
     #[arg(long, default_value_t = 32)]
     clients: usize,
-    /// Uploads per side (each a distinct photo).
-    #[arg(long, default_value_t = 480)]
+    /// Uploads per side and run (each a distinct photo).
+    #[arg(long, default_value_t = 192)]
     uploads: usize,
     /// Approximate size of each JPEG, in MB.
     #[arg(long, default_value_t = 3.0)]
@@ -345,6 +345,10 @@ async fn upload(a: UploadArgs) -> anyhow::Result<()> {
         .await
         .context("uploads through fundus serve")?;
         let to = cpu_by_part(Some(pid));
+        // The baseline's copies are of no further use (untimed).
+        for i in 0..n {
+            direct_store.delete(&format!("raw/{}.jpg", first + i)).await?;
+        }
         if round > 0 {
             add(&mut cpu_direct, from, mid);
             add(&mut cpu_served, mid, to);
