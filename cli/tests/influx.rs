@@ -11,6 +11,16 @@ fn fundus(h: &Harness, args: &[&str]) -> Command {
     h.command(env!("CARGO_BIN_EXE_fundus"), args)
 }
 
+/// Three photos through the API, from one device of one site.
+async fn upload_three(h: &Harness, seed: u64) {
+    let token = h.device("clinic").await;
+    let study = h.study(&token).await;
+    for i in 0..3 {
+        let (status, body) = h.send(h.upload(&token, study, fixtures::jpeg(800, 600, seed + i), "image/jpeg")).await;
+        assert_eq!(status, 201, "{body}");
+    }
+}
+
 /// A database of this test's own on the stack's InfluxDB; its URL and name.
 async fn database(stack: &Stack) -> (String, String) {
     let url = stack.get("FUNDUS_STACK_INFLUX_URL").to_owned();
@@ -60,12 +70,7 @@ async fn a_worker_pushes_its_metrics_to_influxdb() {
     let h = Harness::start(&stack).await;
     let (url, db) = database(&stack).await;
     let model = fixtures::untrained_model(&tests::scratch_dir("model"), 0.5, 64);
-    let token = h.device("clinic").await;
-    let study = h.study(&token).await;
-    for i in 0..3 {
-        let (status, body) = h.send(h.upload(&token, study, fixtures::jpeg(800, 600, 500 + i), "image/jpeg")).await;
-        assert_eq!(status, 201, "{body}");
-    }
+    upload_three(&h, 500).await;
     let m = model.to_str().expect("path");
     let out = run_ok(&mut fundus(
         &h,
@@ -169,12 +174,7 @@ async fn points_wait_out_an_influxdb_outage() {
     let (port, rpc) = (free_port(), free_port());
     let url = format!("http://127.0.0.1:{port}");
     let model = fixtures::untrained_model(&tests::scratch_dir("model"), 0.5, 64);
-    let token = h.device("clinic").await;
-    let study = h.study(&token).await;
-    for i in 0..3 {
-        let (status, body) = h.send(h.upload(&token, study, fixtures::jpeg(800, 600, 700 + i), "image/jpeg")).await;
-        assert_eq!(status, 201, "{body}");
-    }
+    upload_three(&h, 700).await;
     // InfluxDB is down: the worker scores anyway.
     let m = model.to_str().expect("path");
     let _worker = Server(
@@ -186,7 +186,6 @@ async fn points_wait_out_an_influxdb_outage() {
     let scored = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos();
     // Down long enough for several failed writes (at 0.2, 0.6, 1.4, 3 s...).
     tokio::time::sleep(Duration::from_secs(4)).await;
-    let back = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_nanos();
     let _influx = private_influx(&dir, port, rpc);
     let started = Instant::now();
     loop {
