@@ -101,7 +101,6 @@ pub struct Summary {
     pub finish_transactions: u64,
 }
 
-
 struct Ctx {
     cfg: WorkerConfig,
     pool: db::PgPool,
