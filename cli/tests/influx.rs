@@ -5,6 +5,7 @@
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+use tests::influx::{database, query, wait_up_to};
 use tests::{Harness, Stack, fixtures, run_ok};
 
 fn fundus(h: &Harness, args: &[&str]) -> Command {
@@ -21,47 +22,8 @@ async fn upload_three(h: &Harness, seed: u64) {
     }
 }
 
-/// A database of this test's own on the stack's InfluxDB; its URL and name.
-async fn database(stack: &Stack) -> (String, String) {
-    let url = stack.get("FUNDUS_STACK_INFLUX_URL").to_owned();
-    let name = format!("t_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
-    let r = reqwest::Client::new()
-        .post(reqwest::Url::parse_with_params(&format!("{url}/query"), [("q", format!("CREATE DATABASE {name}"))]).expect("URL"))
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("InfluxDB at {url} does not answer ({e}); run scripts/stack up (it installs Debian's influxdb)"));
-    assert!(r.status().is_success(), "{}", r.text().await.unwrap_or_default());
-    (url, name)
-}
-
-/// The rows an InfluxQL query returns (first series); times in ns.
-async fn query(url: &str, db: &str, q: &str) -> Vec<serde_json::Value> {
-    let body: serde_json::Value = reqwest::Client::new()
-        .get(reqwest::Url::parse_with_params(&format!("{url}/query"), [("db", db), ("q", q), ("epoch", "ns")]).expect("URL"))
-        .send()
-        .await
-        .expect("query")
-        .json()
-        .await
-        .expect("JSON");
-    body["results"][0]["series"][0]["values"].as_array().cloned().unwrap_or_default()
-}
-
-/// Polls `q` until its first row's second column is `want` (10 s at most).
 async fn wait_for(url: &str, db: &str, q: &str, want: f64) {
     wait_up_to(url, db, q, want, Duration::from_secs(10)).await
-}
-
-async fn wait_up_to(url: &str, db: &str, q: &str, want: f64, limit: Duration) {
-    let started = Instant::now();
-    loop {
-        let rows = query(url, db, q).await;
-        if rows.first().and_then(|r| r[1].as_f64()) == Some(want) {
-            return;
-        }
-        assert!(started.elapsed() < limit, "{q}: {rows:?}, not {want}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 #[tokio::test]

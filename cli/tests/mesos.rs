@@ -1,7 +1,8 @@
 //! `fundus mesos` against a real Mesos 1.11 master and agent (one fake GPU per
 //! worker slot), real `fundus worker` tasks, the real queue: scale-up from a
 //! backlog, graceful scale-down, replacement of a dead worker, start-up
-//! failures with backoff, leader failover with `kill -9`, and a master restart.
+//! failures with backoff, leader failover with `kill -9`, and a master restart;
+//! the framework's metrics pushed to InfluxDB as well.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -130,7 +131,10 @@ async fn workers_scale_with_the_backlog_score_every_photo_once_and_stop_graceful
     let model = fixtures::untrained_model(&tests::scratch_dir("model"), 0.5, 64);
     upload(&h, 16, 1).await;
     // 16 photos due within 60 s at an assumed 0.05/s per worker: 3 wanted, but the agent has 2 GPUs.
-    let f = start_framework(&h, &m.url(), &model, &["--max-workers", "3", "--worker-rate", "0.05"]);
+    // Its metrics also go to InfluxDB.
+    let (influx, db) = tests::influx::database(&stack).await;
+    let flags = ["--max-workers", "3", "--worker-rate", "0.05", "--influx-url", &influx, "--influx-db", &db, "--influx-interval-secs", "0.5"];
+    let f = start_framework(&h, &m.url(), &model, &flags);
     f.wait_metric("fundus_mesos_workers_wanted", 3.0, Duration::from_secs(30)).await;
     f.wait_metric("fundus_mesos_workers_running", 2.0, Duration::from_secs(90)).await;
     let fw = framework_id(&h).await;
@@ -167,6 +171,10 @@ async fn workers_scale_with_the_backlog_score_every_photo_once_and_stop_graceful
     );
     let accepted = f.metric("fundus_mesos_offers_accepted_total").await.unwrap_or(0.0);
     assert!(accepted >= 1.0, "offers accepted: {accepted}");
+    // What /metrics said, InfluxDB has too: the peak of workers wanted, and the drain.
+    let peak = "SELECT max(value) FROM fundus_mesos_workers_wanted";
+    tests::influx::wait_up_to(&influx, &db, peak, 3.0, Duration::from_secs(10)).await;
+    tests::influx::wait_up_to(&influx, &db, "SELECT last(value) FROM fundus_mesos_workers_wanted", 0.0, Duration::from_secs(10)).await;
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@
 
 pub mod browser;
 pub mod fixtures;
+pub mod influx;
 pub mod mesos;
 pub mod proxy;
 pub mod reading;
