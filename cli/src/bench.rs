@@ -64,8 +64,9 @@ pub struct PreprocessArgs {
 
 #[derive(clap::Args)]
 pub struct UploadArgs {
-    #[command(flatten)]
-    db: ingest::DbArgs,
+    /// A superuser URL: the benchmark creates (and drops) its own database.
+    #[arg(long, env = "FUNDUS_PG_SUPERUSER_URL")]
+    superuser_url: String,
     #[command(flatten)]
     store: ingest::StoreArgs,
     /// Concurrent clients.
@@ -247,15 +248,33 @@ fn rss_kib(pid: u32, field: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// Removes every object under `store` (a benchmark's own prefix), a few at a time.
+pub async fn empty(store: &ingest::Store) -> anyhow::Result<()> {
+    use futures::{StreamExt, TryStreamExt};
+    let keys = store.list("").await?;
+    futures::stream::iter(keys).map(|k| async move { store.delete(&k).await }).buffer_unordered(16).try_collect::<()>().await?;
+    Ok(())
+}
+
 async fn upload(a: UploadArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.clients > 0 && a.uploads >= a.clients, "need at least one upload per client");
     anyhow::ensure!(a.repeats >= 1, "--repeats must be at least 1");
-    let base = Arc::new(base_photo((a.size_mb * 1e6) as usize));
+    let scratch = crate::bench_score::ScratchDb::create(&a.superuser_url, "upload").await?;
     let stamp = chrono_stamp();
+    let served = ingest::Store::open(&a.store.under(&format!("bench-{stamp}/serve")))?;
+    let r = upload_in(&a, &scratch.url, &stamp).await;
+    // What the server stored is of no further use: its database and its photos go.
+    let cleaned = empty(&served).await;
+    scratch.drop_db().await?;
+    r.and(cleaned)
+}
+
+async fn upload_in(a: &UploadArgs, db_url: &str, stamp: &str) -> anyhow::Result<()> {
+    let base = Arc::new(base_photo((a.size_mb * 1e6) as usize));
     eprintln!("photo: {:.2} MB JPEG, 2592x1944; {} uploads per side and run, {} clients", base.len() as f64 / 1e6, a.uploads, a.clients);
 
     // The server, as its own process so its memory can be read.
-    let pool = db::connect(a.db.database_url.expose(), 2, Duration::from_secs(5))?;
+    let pool = db::connect(db_url, 2, Duration::from_secs(5))?;
     db::migrate(&pool).await?;
     let site = format!("bench-{stamp}");
     let site_id = db::access::site_create(&pool, &site).await?;
@@ -267,7 +286,8 @@ async fn upload(a: UploadArgs) -> anyhow::Result<()> {
     let mut child = tokio::process::Command::new(std::env::current_exe()?)
         .arg("serve")
         .env("FUNDUS_LISTEN", addr.to_string())
-        .env("FUNDUS_STORE_URL", format!("{}/bench-{stamp}/serve", a.store.store_url.trim_end_matches('/')))
+        .env("FUNDUS_DATABASE_URL", db_url)
+        .envs(a.store.under(&format!("bench-{stamp}/serve")).env())
         .env("FUNDUS_LOG", "warn")
         .kill_on_drop(true)
         .spawn()
@@ -311,9 +331,7 @@ async fn upload(a: UploadArgs) -> anyhow::Result<()> {
 
     // The baseline, PUT straight into the same store, and the server,
     // alternating; every upload a distinct photo.
-    let mut direct_args = a.store.clone();
-    direct_args.store_url = format!("{}/bench-{stamp}/direct", a.store.store_url.trim_end_matches('/'));
-    let direct_store = ingest::Store::open(&direct_args)?;
+    let direct_store = ingest::Store::open(&a.store.under(&format!("bench-{stamp}/direct")))?;
     let url = format!("{api}/v1/studies/{study}/images?eye=left");
     let n = a.uploads;
     let (mut direct, mut served) = (Vec::new(), Vec::new());
