@@ -279,11 +279,12 @@ def main():
     ap.add_argument("--photos", type=int, default=384, help="distinct JPEGs made")
     ap.add_argument("--items", type=int, default=3072, help="photos per decode-only and pipeline run (cycling)")
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()) / "fundus-gpu-check")
+    ap.add_argument("--dir", type=Path, help="where the photos are made (default: a folder in the temp dir)")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--nets", default=",".join(NETS))
     a = ap.parse_args()
 
+    a.dir = a.dir or Path(tempfile.gettempdir()) / ("fundus-gpu-check" + ("-quick" if a.quick else ""))
     device = torch.device(a.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         sys.exit(f"torch {torch.__version__} sees no CUDA device (run with --device cpu for a dry run)")
