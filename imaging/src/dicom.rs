@@ -29,6 +29,9 @@ fn check_lengths(b: &[u8]) -> Result<(), Reject> {
     let mut i = 132;
     let mut explicit = true;
     let mut in_meta = true;
+    // Inside encapsulated pixel data, items are fragments of compressed
+    // bytes (a JPEG, say), not elements: skipped by their length.
+    let mut in_fragments = false;
     while i < b.len() {
         let (group, element) = match (u16_at(i), u16_at(i + 2)) {
             (Some(g), Some(e)) => (g, e),
@@ -66,8 +69,12 @@ fn check_lengths(b: &[u8]) -> Result<(), Reject> {
         };
         let len = len.ok_or_else(|| Reject::Truncated("DICOM ends inside an element header".into()))?;
         let start = i + header;
-        if len == UNDEFINED || (group == 0xFFFE && element == 0xE000) {
+        if (group, element) == (0xFFFE, 0xE0DD) {
+            in_fragments = false; // the end of a sequence or of the fragments
+        }
+        if len == UNDEFINED || (group == 0xFFFE && element == 0xE000 && !in_fragments) {
             // A sequence, an item or encapsulated pixel data: walk into it.
+            in_fragments |= (group, element) == (0x7FE0, 0x0010);
             i = start;
             continue;
         }
@@ -155,4 +162,39 @@ pub fn decode(bytes: &[u8]) -> Result<RgbImage, Reject> {
     }))
     .map_err(|_| Reject::DicomUnsupported(format!("the decoder failed on this pixel data (transfer syntax {ts})")))??;
     Ok(decoded.into_rgb8())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn jpeg_dicom() -> (Vec<u8>, RgbImage) {
+        let img = crate::synth::render(&crate::synth::Params::healthy(320, 256, 5));
+        let jpeg = crate::synth::to_jpeg(&img, 95);
+        let decoded = image::load_from_memory(&jpeg).expect("jpeg").to_rgb8();
+        (crate::synth::to_dicom_jpeg(&jpeg, 320, 256, 5), decoded)
+    }
+
+    /// The fragments of encapsulated pixel data are compressed bytes, not
+    /// elements: walked past by their length, and the JPEG decoded.
+    #[test]
+    fn a_jpeg_compressed_dicom_is_walked_and_decoded() {
+        let (file, want) = jpeg_dicom();
+        check_lengths(&file).expect("a well-formed file");
+        let got = decode(&file).expect("decodes");
+        assert_eq!(got.dimensions(), want.dimensions());
+        let diff: u64 = got.as_raw().iter().zip(want.as_raw()).map(|(a, b)| u64::from(a.abs_diff(*b))).sum();
+        assert!(diff as f64 / (got.as_raw().len() as f64) < 2.0, "mean difference {}", diff as f64 / got.as_raw().len() as f64);
+    }
+
+    #[test]
+    fn a_fragment_longer_than_the_file_is_refused() {
+        let (mut file, _) = jpeg_dicom();
+        // The second item (the first fragment after the empty offset table): its length.
+        let items: Vec<usize> = file.windows(4).enumerate().filter(|(_, w)| *w == [0xFE, 0xFF, 0x00, 0xE0]).map(|(i, _)| i).collect();
+        let at = items[1] + 4;
+        file[at..at + 4].copy_from_slice(&0x7FFF_FFF0u32.to_le_bytes());
+        let err = check_lengths(&file).expect_err("refused");
+        assert!(err.to_string().contains("claims"), "{err}");
+    }
 }

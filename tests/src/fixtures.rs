@@ -31,6 +31,12 @@ pub fn dicom(width: u32, height: u32, seed: u64, with_pixels: bool) -> Vec<u8> {
     imaging::synth::to_dicom(img.as_ref(), width, height, seed)
 }
 
+/// A DICOM file of a named patient holding a JPEG as encapsulated pixel
+/// data (JPEG Baseline), as most fundus cameras write them.
+pub fn dicom_jpeg(width: u32, height: u32, seed: u64) -> Vec<u8> {
+    imaging::synth::to_dicom_jpeg(&jpeg(width, height, seed), width, height, seed)
+}
+
 /// What EXIF of a phone camera carries and screening must not keep.
 pub const EXIF_IDENTITY: [&str; 2] = ["GPS 51.5072N 0.1276W", "SERIAL SN-0099-1234"];
 

@@ -69,7 +69,8 @@ fn a_field_without_a_disc_is_not_judged_for_glaucoma() {
 }
 
 /// The same real photograph as other cameras would deliver it: a PNG, a
-/// fundus camera's DICOM file, a small JPEG, a large one, a clipped field (a
+/// fundus camera's DICOM file (native pixels, and the JPEG encapsulated as
+/// most cameras store it), a small JPEG, a large one, a clipped field (a
 /// phone framing the middle of the field). Each passes the quick check at
 /// upload and is prepared for a disc-view model without an error, with its
 /// disc found.
@@ -85,6 +86,7 @@ fn a_real_photograph_in_other_forms_is_prepared() {
     for (name, bytes) in [
         ("png", png),
         ("dicom", imaging::synth::to_dicom(Some(&img), img.width(), img.height(), 1)),
+        ("jpeg dicom", imaging::synth::to_dicom_jpeg(&tests::fixtures::retina_jpg(), img.width(), img.height(), 2)),
         ("small jpeg", imaging::synth::to_jpeg(&resized(640), 85)),
         ("large jpeg", imaging::synth::to_jpeg(&resized(3000), 90)),
         ("clipped field", imaging::synth::to_jpeg(&clipped, 90)),

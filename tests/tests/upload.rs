@@ -60,14 +60,20 @@ async fn jpeg_upload_is_stored_recorded_and_queued() {
 }
 
 /// A phone's EXIF (GPS position, camera serial) and a DICOM's patient name,
-/// ID and birth date are in the upload and nowhere in the store; a retry of
+/// ID and birth date (native pixels, or an encapsulated JPEG) are in the
+/// upload and nowhere in the store; a retry of
 /// the same upload finds the photo it stored.
 #[tokio::test]
 async fn identifying_metadata_is_not_stored_and_retries_still_match() {
     let stack = Stack::shared();
     let h = Harness::start(&stack).await;
     let token = h.device("clinic-a").await;
-    for (bytes, media) in [(fixtures::jpeg_with_exif(1024, 768, 11), "image/jpeg"), (fixtures::dicom(800, 640, 12, true), "application/dicom")] {
+    let photos = [
+        (fixtures::jpeg_with_exif(1024, 768, 11), "image/jpeg"),
+        (fixtures::dicom(800, 640, 12, true), "application/dicom"),
+        (fixtures::dicom_jpeg(1024, 768, 13), "application/dicom"),
+    ];
+    for (bytes, media) in photos {
         let has = |b: &[u8], s: &str| b.windows(s.len()).any(|w| w == s.as_bytes());
         let secrets: Vec<&str> = fixtures::DICOM_IDENTITY.iter().chain(&fixtures::EXIF_IDENTITY).copied().filter(|s| has(&bytes, s)).collect();
         assert!(!secrets.is_empty(), "the fixture carries identity");

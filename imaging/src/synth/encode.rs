@@ -11,6 +11,38 @@ pub const DICOM_IDENTITY: [&str; 4] = ["Doe^Jane", "MRN-0042", "19500101", "CAM-
 /// patient (`DICOM_IDENTITY`); without pixel data when `img` is `None`.
 pub fn to_dicom(img: Option<&RgbImage>, width: u32, height: u32, seed: u64) -> Vec<u8> {
     use dicom_core::{DataElement, PrimitiveValue, VR};
+    let pixels = img.map(|i| DataElement::new(dicom_dictionary_std::tags::PIXEL_DATA, VR::OB, PrimitiveValue::from(i.as_raw().clone())));
+    dicom_file(pixels, "1.2.840.10008.1.2.1", "RGB", width, height, seed)
+}
+
+/// The same with the camera's JPEG kept as it is: JPEG Baseline transfer
+/// syntax, the JPEG as the one fragment of encapsulated pixel data, as most
+/// fundus cameras store photos.
+pub fn to_dicom_jpeg(jpeg: &[u8], width: u32, height: u32, seed: u64) -> Vec<u8> {
+    use dicom_core::value::{PixelFragmentSequence, Value};
+    use dicom_core::{DataElement, VR};
+    let fragments = PixelFragmentSequence::new_fragments(vec![pad_even(jpeg.to_vec())]);
+    let pixels = DataElement::new(dicom_dictionary_std::tags::PIXEL_DATA, VR::OB, Value::from(fragments));
+    dicom_file(Some(pixels), "1.2.840.10008.1.2.4.50", "YBR_FULL_422", width, height, seed)
+}
+
+/// DICOM values have even lengths: a JPEG of odd length gets a trailing zero.
+fn pad_even(mut v: Vec<u8>) -> Vec<u8> {
+    if v.len() % 2 == 1 {
+        v.push(0);
+    }
+    v
+}
+
+fn dicom_file(
+    pixels: Option<dicom_core::DataElement<dicom_object::InMemDicomObject>>,
+    transfer_syntax: &str,
+    photometric: &str,
+    width: u32,
+    height: u32,
+    seed: u64,
+) -> Vec<u8> {
+    use dicom_core::{DataElement, PrimitiveValue, VR};
     use dicom_dictionary_std::tags;
     use dicom_object::{FileMetaTableBuilder, InMemDicomObject};
 
@@ -27,7 +59,7 @@ pub fn to_dicom(img: Option<&RgbImage>, width: u32, height: u32, seed: u64) -> V
         s(tags::PATIENT_BIRTH_DATE, VR::DA, DICOM_IDENTITY[2]),
         s(tags::DEVICE_SERIAL_NUMBER, VR::LO, DICOM_IDENTITY[3]),
         u(tags::SAMPLES_PER_PIXEL, 3),
-        s(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, "RGB"),
+        s(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, photometric),
         u(tags::PLANAR_CONFIGURATION, 0),
         u(tags::ROWS, height as u16),
         u(tags::COLUMNS, width as u16),
@@ -36,13 +68,13 @@ pub fn to_dicom(img: Option<&RgbImage>, width: u32, height: u32, seed: u64) -> V
         u(tags::HIGH_BIT, 7),
         u(tags::PIXEL_REPRESENTATION, 0),
     ]);
-    if let Some(img) = img {
-        obj.put(DataElement::new(tags::PIXEL_DATA, VR::OB, PrimitiveValue::from(img.as_raw().clone())));
+    if let Some(p) = pixels {
+        obj.put(p);
     }
     let file = obj
         .with_meta(
             FileMetaTableBuilder::new()
-                .transfer_syntax("1.2.840.10008.1.2.1")
+                .transfer_syntax(transfer_syntax)
                 .media_storage_sop_class_uid(OP_8BIT)
                 .media_storage_sop_instance_uid(uid.as_str()),
         )

@@ -10,7 +10,7 @@
 mod encode;
 mod render;
 
-pub use encode::{DICOM_IDENTITY, to_dicom, to_jpeg};
+pub use encode::{DICOM_IDENTITY, to_dicom, to_dicom_jpeg, to_jpeg};
 pub use render::{DiscTruth, disc_truth, render};
 
 use rand::Rng;
