@@ -252,7 +252,7 @@ node_stop() {
         kill -0 "$pid" 2>/dev/null || break
         sleep 0.2
     done
-    kill -KILL "$pid" 2>/dev/null || true
+    ! kill -0 "$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
     rm -f "$1/pid"
 }
 
@@ -409,6 +409,12 @@ fake_gcs_node() {
     dir=$(realpath -m "$1")
     mkdir -p "$dir/server"
     ensure_fake_gcs
+    # Both ports picked together, so the proxy's and the server's cannot coincide.
+    if [ ! -s "$dir/port" ] || [ ! -s "$dir/server/port" ]; then
+        { read -r port; read -r inner; } <<<"$(free_ports 2)"
+        echo "$port" >"$dir/port"
+        echo "$inner" >"$dir/server/port"
+    fi
     node_pid "$dir" fake-gcs-xml-put >/dev/null && port=$(cat "$dir/port") || port=$(node_port "$dir")
     if ! node_pid "$dir/server" fake-gcs-server >/dev/null; then
         inner=$(node_port "$dir/server")
@@ -432,6 +438,8 @@ fake_gcs_node() {
         ) 9>&-
     fi
     node_wait "$dir" "$port" fake-gcs-xml-put
+    # What answers must be the proxy (it may have died on a taken port while something else answers).
+    node_pid "$dir" fake-gcs-xml-put >/dev/null || { tail -n 20 "$dir/log" >&2; die "the fake-gcs-server proxy in $dir is not running"; }
     code=$(curl -sS -o "$dir/bucket.json" -w '%{http_code}' -X POST -H 'content-type: application/json' \
         -d '{"name":"fundus"}' "http://127.0.0.1:$port/storage/v1/b")
     [ "$code" = 200 ] || [ "$code" = 409 ] || die "creating the GCS bucket fundus: HTTP $code: $(cat "$dir/bucket.json")"

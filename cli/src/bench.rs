@@ -259,12 +259,13 @@ pub async fn empty(store: &ingest::Store) -> anyhow::Result<()> {
 async fn upload(a: UploadArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.clients > 0 && a.uploads >= a.clients, "need at least one upload per client");
     anyhow::ensure!(a.repeats >= 1, "--repeats must be at least 1");
-    let scratch = crate::bench_score::ScratchDb::create(&a.superuser_url, "upload").await?;
-    let stamp = chrono_stamp();
+    let stamp = format!("{}-{}", chrono_stamp(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let served = ingest::Store::open(&a.store.under(&format!("bench-{stamp}/serve")))?;
+    let direct = ingest::Store::open(&a.store.under(&format!("bench-{stamp}/direct")))?;
+    let scratch = crate::bench_score::ScratchDb::create(&a.superuser_url, "upload").await?;
     let r = upload_in(&a, &scratch.url, &stamp).await;
-    // What the server stored is of no further use: its database and its photos go.
-    let cleaned = empty(&served).await;
+    // What either side stored is of no further use: it goes with the database, also after a failure.
+    let cleaned = empty(&served).await.and(empty(&direct).await);
     scratch.drop_db().await?;
     r.and(cleaned)
 }

@@ -186,7 +186,7 @@ pub struct ScratchDb {
 
 impl ScratchDb {
     pub async fn create(superuser_url: &str, what: &str) -> anyhow::Result<ScratchDb> {
-        let name = format!("bench_{what}_{}", std::process::id());
+        let name = format!("bench_{what}_{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
         let admin = db::connect(superuser_url, 1, Duration::from_secs(5))?;
         sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&admin).await?;
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&admin).await.context("creating the benchmark's database")?;
@@ -213,22 +213,22 @@ pub struct WorkerBenchArgs {
 }
 
 pub async fn worker(a: WorkerBenchArgs) -> anyhow::Result<()> {
+    let store = ingest::Store::open(&a.store.under(&format!("bench-worker-{}", uuid::Uuid::new_v4().simple())))?;
     let scratch = ScratchDb::create(&a.superuser_url, "worker").await?;
-    let r = worker_in(&a, &scratch.url).await;
+    let r = worker_in(&a, &scratch.url, &store).await;
+    // Its database and what it stored under its own prefix go, also after a failure.
+    let cleaned = crate::bench::empty(&store).await;
     scratch.drop_db().await?;
-    r
+    r.and(cleaned)
 }
 
-async fn worker_in(a: &WorkerBenchArgs, url: &str) -> anyhow::Result<()> {
+async fn worker_in(a: &WorkerBenchArgs, url: &str, store: &ingest::Store) -> anyhow::Result<()> {
     let m = &a.model;
     let dir = m.model_dir()?;
     let photos = m.photos()?;
     header(m, &dir)?;
     let pool = db::connect(url, 16, Duration::from_secs(5))?;
     db::migrate(&pool).await?;
-    let mut store_args = a.store.clone();
-    store_args.store_url = format!("{}/bench-worker-{}", a.store.store_url.trim_end_matches('/'), chrono::Utc::now().format("%Y%m%d%H%M%S"));
-    let store = ingest::Store::open(&store_args)?;
     let mut manifest = String::from("path\n");
     for e in std::fs::read_dir(std::fs::canonicalize(&photos)?)? {
         manifest += &format!("{}\n", e?.path().display());
@@ -236,7 +236,7 @@ async fn worker_in(a: &WorkerBenchArgs, url: &str) -> anyhow::Result<()> {
     let mpath = m.dir.join(format!("manifest-{}.csv", std::process::id()));
     std::fs::write(&mpath, manifest)?;
     let limits = imaging::Limits { max_megapixels: 100, min_side: 512 };
-    let reg = inference::screen::register(&pool, &store, &inference::screen::Source::Manifest { path: mpath.clone(), allow_outside: false }, limits, 30_000_000).await?;
+    let reg = inference::screen::register(&pool, store, &inference::screen::Source::Manifest { path: mpath.clone(), allow_outside: false }, limits, 30_000_000).await?;
     let _ = std::fs::remove_file(&mpath);
     anyhow::ensure!(reg.rejected.is_empty(), "{} photos rejected, e.g. {:?}", reg.rejected.len(), reg.rejected.first());
     let n = db::batches::progress(&pool, reg.batch_id).await?.total;
@@ -285,7 +285,6 @@ async fn worker_in(a: &WorkerBenchArgs, url: &str) -> anyhow::Result<()> {
             decode_rates.push(dec);
         }
     }
-    crate::bench::empty(&store).await?; // the benchmark's own prefix: its photos and heatmaps
     let (w, f, d) = (crate::bench::median(&worker_rates), crate::bench::median(&model_rates), crate::bench::median(&decode_rates));
     // On a CPU the model and the decoding share the cores: at best their
     // times add. On a GPU they overlap: at best the slower of the two.
@@ -319,22 +318,24 @@ pub struct LatencyArgs {
 }
 
 pub async fn latency(mut a: LatencyArgs) -> anyhow::Result<()> {
+    a.serve.store = a.serve.store.under(&format!("bench-latency-{}", uuid::Uuid::new_v4().simple()));
+    let store = ingest::Store::open(&a.serve.store)?;
     let scratch = ScratchDb::create(&a.superuser_url, "latency").await?;
     a.serve.db.database_url = scratch.url.parse().expect("infallible");
     let r = latency_in(a).await;
+    // Its database and what it stored under its own prefix go, also after a failure.
+    let cleaned = crate::bench::empty(&store).await;
     scratch.drop_db().await?;
-    r
+    r.and(cleaned)
 }
 
-async fn latency_in(mut a: LatencyArgs) -> anyhow::Result<()> {
+async fn latency_in(a: LatencyArgs) -> anyhow::Result<()> {
     let dir = a.model.model_dir()?;
     header(&a.model, &dir)?;
-    a.serve.store.store_url = format!("{}/bench-latency-{}", a.serve.store.store_url.trim_end_matches('/'), chrono::Utc::now().format("%Y%m%d%H%M%S"));
     let state = ingest::AppState::new(a.serve.clone())?;
     let pool = state.db.clone();
     db::migrate(&pool).await?;
     let store = state.store.clone();
-    let photos = store.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     tokio::spawn(ingest::serve(listener, state, std::future::pending()));
@@ -417,7 +418,6 @@ async fn latency_in(mut a: LatencyArgs) -> anyhow::Result<()> {
     }
     stop.cancel();
     let _ = worker.await;
-    crate::bench::empty(&photos).await?; // the benchmark's own prefix: its photos and heatmaps
     println!("{}; median (min–max) over {} rounds of {} uploads, after one untimed round", crate::bench::machine(), a.model.repeats, a.uploads);
     println!("{}x{} JPEGs, one at a time, idle stack", 2592, 1944);
     println!("upload alone (201 received)   p50 {} ms   p90 {} ms", crate::bench::spread(&u50), crate::bench::spread(&u90));

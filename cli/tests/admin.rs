@@ -77,3 +77,22 @@ fn bad_configuration_is_a_clear_error_not_a_panic() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("each side must be 64 to 16384 pixels"), "{}", text(&out.stderr));
 }
+
+/// `--task v1` draws the first synthetic task photo for photo as it was: these
+/// digests are those of the photos the binary made before the second task
+/// existed (commit 6a92264^), for the same command.
+#[test]
+fn synth_v1_draws_the_first_task_photo_for_photo_as_it_was() {
+    use sha2::Digest;
+    let dir = tests::scratch_dir("synth-v1");
+    let out = Command::new(env!("CARGO_BIN_EXE_fundus"))
+        .args(["synth", "--task", "v1", "--n", "10", "--seed", "9", "--size", "800x600", "--out"])
+        .arg(&dir)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let digest = |name: &str| hex::encode(sha2::Sha256::digest(std::fs::read(dir.join(name)).expect("photo")));
+    assert_eq!(digest("synth-000000.jpg"), "b232005ffac4413e72fa76db493dea2bc734c0ef0c5d62870840914ac5721464");
+    assert_eq!(digest("synth-000009.jpg"), "187f7b5b0969887f33e4f90f98f5980cc99df8ce05aef5e402b225579aac4af4");
+    let _ = std::fs::remove_dir_all(&dir);
+}

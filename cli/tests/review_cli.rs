@@ -17,7 +17,7 @@ fn fundus(h: &Harness, args: &[&str]) -> Command {
 /// Runs a command that must fail; returns what it printed.
 fn run_err(c: &mut Command) -> String {
     let out = c.output().expect("run");
-    assert!(!out.status.success(), "{c:?} should have failed");
+    assert!(!out.status.success(), "{:?} should have failed", c.get_args().collect::<Vec<_>>());
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
@@ -27,7 +27,7 @@ fn col_of(header: &[String], name: &str) -> usize {
 
 fn stdout(c: &mut Command) -> String {
     let out = c.output().expect("run");
-    assert!(out.status.success(), "{c:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{:?}: {}", c.get_args().collect::<Vec<_>>(), String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 

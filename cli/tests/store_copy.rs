@@ -69,11 +69,25 @@ async fn a_store_moves_from_garage_to_azurite_and_the_worker_scores_from_it() {
     let mut same = to_args.clone();
     same.store_url = h.config.store.store_url.clone();
     let (ok, text) = output(&mut copy(&h, &same, &[]));
-    assert!(!ok && text.contains("store_copy_same_store"), "{text}");
+    assert!(!ok && text.contains("store_copy_overlap"), "{text}");
     let mut inside = to_args.clone();
-    inside.store_url = format!("{}/backup", h.config.store.store_url);
+    inside.store_url = format!("{}/backup/", h.config.store.store_url);
     let (ok, text) = output(&mut copy(&h, &inside, &[]));
-    assert!(!ok && text.contains("store_copy_nested"), "{text}");
+    assert!(!ok && text.contains("store_copy_overlap"), "{text}");
+
+    // A raw photo whose bytes do not hash to its name is reported, not copied.
+    let forged = store::raw_key(&"cd".repeat(32), "jpg");
+    h.store.put(&forged, bytes::Bytes::from_static(b"not the photo it names")).await.expect("put");
+    let (ok, text) = output(&mut copy(&h, &to_args, &[]));
+    assert!(!ok && text.contains("store_copy_corrupt_source") && text.contains(&forged), "{text}");
+    assert!(!to.exists(&forged).await.expect("head"), "the forged photo reached the destination");
+    h.store.delete(&forged).await.expect("delete");
+
+    // A derived file rewritten at the same size is copied again (compared by hash).
+    h.store.put("derived/previews/some.jpg", bytes::Bytes::from_static(b"a derived fil3")).await.expect("put");
+    let (ok, text) = output(&mut copy(&h, &to_args, &[]));
+    assert!(ok && text.contains("1 copied"), "{text}");
+    assert_eq!(&to.get("derived/previews/some.jpg").await.expect("get")[..], b"a derived fil3");
 
     // The old store is emptied; the worker reads from the new one alone.
     for k in &keys {

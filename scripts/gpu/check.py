@@ -137,7 +137,9 @@ def make_photo(job):
         d.line([w * 0.65, h * 0.5, (k * 997) % w, (k * 631) % h], fill=(110, 30, 20), width=max(2, w // 400))
     im = im.filter(ImageFilter.GaussianBlur(2))
     noise = Image.effect_noise((w, h), 24).convert("RGB")
-    Image.blend(im, noise, 0.12).save(path, quality=90)
+    tmp = f"{path}.{os.getpid()}.tmp"  # whole or not at all: a later run trusts what it finds
+    Image.blend(im, noise, 0.12).save(tmp, format="JPEG", quality=90)
+    os.replace(tmp, path)
 
 
 def make_photos(dirpath, n, quick, workers):

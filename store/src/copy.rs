@@ -3,8 +3,9 @@
 //! and compared by SHA-256 with what was read from the source, a few at a
 //! time. Stores write an object whole or not at all, so an interrupted copy
 //! leaves only whole objects behind, and the next run copies what is missing
-//! or differs in size. `verify` compares every object's SHA-256 on both sides
-//! without writing anything.
+//! or differs: a raw photo by size (its name is its hash), anything else by
+//! hash. `verify` compares every object's SHA-256 on both sides without
+//! writing anything.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -36,11 +37,11 @@ pub struct CopyReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum CopyError {
-    #[error("store_copy_same_store: source and destination are the same store ({0})")]
-    SameStore(String),
+    #[error("store_copy_overlap: source ({0}) and destination ({1}) are one store, or one lies inside the other")]
+    Overlap(String, String),
     #[error("store_copy_unavailable: {what}: {source}")]
     Store { what: String, source: StoreError },
-    #[error("store_copy_readback: {0} reads back from the destination with other bytes than were written")]
+    #[error("store_copy_readback: {0} read back from the destination with other bytes than were written (removed there)")]
     Readback(String),
 }
 
@@ -68,8 +69,8 @@ pub async fn copy(
     every: Duration,
     progress: impl Fn(u64, u64, u64),
 ) -> Result<CopyReport, CopyError> {
-    if from.describe == to.describe {
-        return Err(CopyError::SameStore(from.describe.clone()));
+    if from.overlaps(to) {
+        return Err(CopyError::Overlap(from.describe.clone(), to.describe.clone()));
     }
     let source = listing(from, "source").await?;
     let dest: std::collections::HashMap<String, u64> = listing(to, "destination").await?.into_iter().collect();
@@ -129,25 +130,36 @@ enum Outcome {
 
 async fn one(from: &Store, to: &Store, key: &str, size: u64, at_dest: Option<u64>, verify: bool) -> Result<Outcome, CopyError> {
     let err = |what: String| move |source| CopyError::Store { what, source };
-    if !verify && at_dest == Some(size) {
+    // A raw photo's name is its hash: the same size under the same name is
+    // the same photo. Other objects (heatmaps, previews) may be rewritten at
+    // the same size, so their hashes are compared.
+    let named = named_sha256(key);
+    if !verify && named.is_some() && at_dest == Some(size) {
         return Ok(Outcome::Present);
     }
     let bytes = from.get(key).await.map_err(err(format!("reading {key} from the source")))?;
     let digest = sha256(&bytes);
-    if named_sha256(key).is_some_and(|named| named != digest) {
+    if named.is_some_and(|named| named != digest) {
         return Ok(Outcome::CorruptSource(key.to_owned()));
     }
-    if verify {
+    if verify || at_dest == Some(size) {
         if at_dest.is_none() {
             return Ok(Outcome::Mismatched(key.to_owned()));
         }
         let theirs = to.get(key).await.map_err(err(format!("reading {key} from the destination")))?;
-        return Ok(if sha256(&theirs) == digest { Outcome::Present } else { Outcome::Mismatched(key.to_owned()) });
+        if sha256(&theirs) == digest {
+            return Ok(Outcome::Present);
+        }
+        if verify {
+            return Ok(Outcome::Mismatched(key.to_owned()));
+        }
     }
     let n = bytes.len() as u64;
     to.put(key, bytes).await.map_err(err(format!("writing {key} to the destination")))?;
     let back = to.get(key).await.map_err(err(format!("reading {key} back from the destination")))?;
     if sha256(&back) != digest {
+        // Not left there: a later run would take it for a copy already made.
+        to.delete(key).await.map_err(err(format!("removing the bad copy of {key}")))?;
         return Err(CopyError::Readback(key.to_owned()));
     }
     Ok(Outcome::Copied(n))

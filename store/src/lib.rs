@@ -147,7 +147,8 @@ impl StoreError {
 #[derive(Clone, Debug)]
 pub struct Store {
     inner: Arc<dyn ObjectStore>,
-    /// Where it points, for logs (no credentials).
+    /// Where it points, for logs (no credentials): `URL at ENDPOINT`, or
+    /// `folder PATH` with the path made absolute.
     pub describe: String,
 }
 
@@ -161,6 +162,11 @@ fn client_options() -> ClientOptions {
 
 fn retry() -> RetryConfig {
     RetryConfig { max_retries: 2, retry_timeout: Duration::from_secs(5), ..Default::default() }
+}
+
+/// A secret that is set and not empty (an unset one is passed on as "").
+fn present(s: &Option<Secret>) -> Option<&str> {
+    s.as_ref().map(|k| k.expose().trim()).filter(|k| !k.is_empty())
 }
 
 /// The bucket or container of a cloud store URL, which must name one.
@@ -224,8 +230,8 @@ impl Store {
             if let Some(e) = set(&args.s3_endpoint) {
                 b = b.with_endpoint(e);
             }
-            if let (Some(k), Some(s)) = (&args.s3_access_key, &args.s3_secret_key) {
-                b = b.with_access_key_id(k.expose()).with_secret_access_key(s.expose());
+            if let (Some(k), Some(s)) = (present(&args.s3_access_key), present(&args.s3_secret_key)) {
+                b = b.with_access_key_id(k).with_secret_access_key(s);
             }
             let endpoint = set(&args.s3_endpoint).unwrap_or_else(|| "aws".into());
             (prefixed(b.build().map_err(config)?, prefix), endpoint)
@@ -238,8 +244,8 @@ impl Store {
             if let Some(a) = set(&args.azure_account) {
                 b = b.with_account(a);
             }
-            if let Some(k) = args.azure_access_key.as_ref().filter(|k| !k.expose().is_empty()) {
-                b = b.with_access_key(k.expose());
+            if let Some(k) = present(&args.azure_access_key) {
+                b = b.with_access_key(k);
             }
             let endpoint = set(&args.azure_endpoint);
             if let Some(e) = &endpoint {
@@ -277,8 +283,9 @@ impl Store {
                 )));
             }
             std::fs::create_dir_all(dir).map_err(|e| StoreError::Config(format!("cannot create {dir}: {e}")))?;
-            let fs = LocalFileSystem::new_with_prefix(dir).map_err(config)?;
-            return Ok(Store { inner: Arc::new(fs), describe: format!("folder {dir}") });
+            let canonical = std::fs::canonicalize(dir).map_err(|e| StoreError::Config(format!("cannot resolve {dir}: {e}")))?;
+            let fs = LocalFileSystem::new_with_prefix(&canonical).map_err(config)?;
+            return Ok(Store { inner: Arc::new(fs), describe: format!("folder {}", canonical.display()) });
         };
         Ok(Store { inner, describe: format!("{url} at {endpoint}") })
     }
@@ -339,6 +346,17 @@ impl Store {
         let before: chrono::DateTime<chrono::Utc> = before.into();
         let metas: Vec<_> = self.inner.list(Some(&Path::from(prefix))).try_collect().await?;
         Ok(metas.into_iter().filter(|m| m.last_modified < before).map(|m| m.location.to_string()).collect())
+    }
+
+    /// Whether this store and `other` are one, or one lies inside the other
+    /// (the same endpoint, and one's bucket and prefix a prefix of the other's).
+    pub fn overlaps(&self, other: &Store) -> bool {
+        let split = |d: &str| match d.rsplit_once(" at ") {
+            Some((url, endpoint)) => (url.trim_end_matches('/').to_owned(), endpoint.to_owned()),
+            None => (d.trim_end_matches('/').to_owned(), String::new()),
+        };
+        let ((a, ea), (b, eb)) = (split(&self.describe), split(&other.describe));
+        ea == eb && (a == b || a.starts_with(&format!("{b}/")) || b.starts_with(&format!("{a}/")))
     }
 
     /// Reachability check for /readyz: a HEAD on a key that need not exist.
@@ -413,6 +431,24 @@ mod config_tests {
         a.gcs_anonymous = false;
         let m = config_error(&a);
         assert!(m.contains("No such file") || m.contains("not found") || m.contains("nonexistent"), "{m}");
+    }
+
+    #[test]
+    fn stores_overlap_when_one_lies_inside_the_other() {
+        let dir = std::env::temp_dir().join(format!("fundus-overlap-{}", std::process::id()));
+        let open = |url: &str, endpoint: Option<&str>| {
+            Store::open(&StoreArgs { store_url: url.into(), s3_endpoint: endpoint.map(Into::into), ..Default::default() }).expect("opens")
+        };
+        let (a, b) = (dir.to_string_lossy().into_owned(), dir.join("backup").to_string_lossy().into_owned());
+        assert!(open(&a, None).overlaps(&open(&format!("{b}/"), None)));
+        assert!(open(&format!("{a}/./"), None).overlaps(&open(&a, None)), "the same folder spelt two ways");
+        assert!(!open(&b, None).overlaps(&open(&format!("{a}2"), None)));
+        let _ = std::fs::remove_dir_all(format!("{a}2"));
+        let _ = std::fs::remove_dir_all(&dir);
+        let s3 = |url: &str, e: &str| open(url, Some(e));
+        assert!(s3("s3://photos", "http://a").overlaps(&s3("s3://photos/site-b", "http://a")));
+        assert!(!s3("s3://photos", "http://a").overlaps(&s3("s3://photos", "http://b")), "another server");
+        assert!(!s3("s3://photos", "http://a").overlaps(&s3("s3://photos2", "http://a")));
     }
 
     #[test]

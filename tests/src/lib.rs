@@ -43,9 +43,12 @@ pub fn scratch_dir(what: &str) -> PathBuf {
 
 /// Runs a command that must succeed; returns its stdout and stderr together.
 pub fn run_ok(c: &mut Command) -> String {
-    let out = c.output().unwrap_or_else(|e| panic!("running {c:?}: {e}"));
+    // The program and its arguments only: the environment set on it holds
+    // the test stack's passwords and keys.
+    let what = format!("{} {}", c.get_program().to_string_lossy(), c.get_args().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "));
+    let out = c.output().unwrap_or_else(|e| panic!("running {what}: {e}"));
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{c:?} failed:\n{text}");
+    assert!(out.status.success(), "{what} failed:\n{text}");
     text
 }
 
