@@ -52,8 +52,9 @@ pub fn run_ok(c: &mut Command) -> String {
     text
 }
 
-const HOW_TO: &str = "start the local stack with `scripts/stack up` (it installs Debian's postgresql and builds \
-    Garage, the S3 server), or run the README's test command, `scripts/test`, which does all of it";
+const HOW_TO: &str = "start the local stack with `scripts/stack up` (it installs Debian's postgresql, builds \
+    Garage, the S3 server, and installs Azurite and fake-gcs-server, the Azure and GCS emulators), or run the \
+    README's test command, `scripts/test`, which does all of it";
 
 /// Connection settings of a running stack, read from its `env` file.
 pub struct Stack {
