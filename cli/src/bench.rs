@@ -260,17 +260,19 @@ async fn upload(a: UploadArgs) -> anyhow::Result<()> {
     anyhow::ensure!(a.clients > 0 && a.uploads >= a.clients, "need at least one upload per client");
     anyhow::ensure!(a.repeats >= 1, "--repeats must be at least 1");
     let stamp = format!("{}-{}", chrono_stamp(), &uuid::Uuid::new_v4().simple().to_string()[..8]);
-    let served = ingest::Store::open(&a.store.under(&format!("bench-{stamp}/serve")))?;
+    let serve_args = a.store.under(&format!("bench-{stamp}/serve"));
+    let served = ingest::Store::open(&serve_args)?;
     let direct = ingest::Store::open(&a.store.under(&format!("bench-{stamp}/direct")))?;
     let scratch = crate::bench_score::ScratchDb::create(&a.superuser_url, "upload").await?;
-    let r = upload_in(&a, &scratch.url, &stamp).await;
+    let r = upload_in(&a, &scratch.url, &stamp, &serve_args, &direct).await;
     // What either side stored is of no further use: it goes with the database, also after a failure.
     let cleaned = empty(&served).await.and(empty(&direct).await);
     scratch.drop_db().await?;
     r.and(cleaned)
 }
 
-async fn upload_in(a: &UploadArgs, db_url: &str, stamp: &str) -> anyhow::Result<()> {
+/// `serve_args`: the server's store; `direct_store`: the baseline's, beside it.
+async fn upload_in(a: &UploadArgs, db_url: &str, stamp: &str, serve_args: &ingest::StoreArgs, direct_store: &ingest::Store) -> anyhow::Result<()> {
     let base = Arc::new(base_photo((a.size_mb * 1e6) as usize));
     eprintln!("photo: {:.2} MB JPEG, 2592x1944; {} uploads per side and run, {} clients", base.len() as f64 / 1e6, a.uploads, a.clients);
 
@@ -288,7 +290,7 @@ async fn upload_in(a: &UploadArgs, db_url: &str, stamp: &str) -> anyhow::Result<
         .arg("serve")
         .env("FUNDUS_LISTEN", addr.to_string())
         .env("FUNDUS_DATABASE_URL", db_url)
-        .envs(a.store.under(&format!("bench-{stamp}/serve")).env())
+        .envs(serve_args.env())
         .env("FUNDUS_LOG", "warn")
         .kill_on_drop(true)
         .spawn()
@@ -332,7 +334,6 @@ async fn upload_in(a: &UploadArgs, db_url: &str, stamp: &str) -> anyhow::Result<
 
     // The baseline, PUT straight into the same store, and the server,
     // alternating; every upload a distinct photo.
-    let direct_store = ingest::Store::open(&a.store.under(&format!("bench-{stamp}/direct")))?;
     let url = format!("{api}/v1/studies/{study}/images?eye=left");
     let n = a.uploads;
     let (mut direct, mut served) = (Vec::new(), Vec::new());
