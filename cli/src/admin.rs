@@ -510,7 +510,7 @@ pub fn synth(a: SynthArgs) -> anyhow::Result<()> {
     let v2 = a.task == SynthTask::V2;
     let mut csv = String::from("path,eye,cdr,glaucoma,gradable,defect,notch,width,height,seed,disc_x,disc_y,disc_rx,disc_ry");
     if v2 {
-        csv.push_str(",oracle_p,gradable_p,disc_scale,fixation_x,fixation_y,tilt,atrophy,haemorrhage,vignette,glare,lashes,blur,exposure,pigment,fov_scale,jpeg_quality");
+        csv.push_str(",oracle_p,gradable_p,disc_scale,fixation_x,fixation_y,tilt,atrophy,haemorrhage,vignette,glare,lashes,blur,exposure,pigment,fov_scale,jpeg_quality,disc_size");
     }
     csv.push('\n');
     for (i, p) in params.iter().enumerate() {
@@ -534,7 +534,7 @@ pub fn synth(a: SynthArgs) -> anyhow::Result<()> {
         if v2 {
             let l = &p.look;
             csv.push_str(&format!(
-                ",{:.5},{:.5},{:.3},{:.3},{:.3},{:.3},{:.3},{},{:.3},{:.3},{:.3},{:.4},{:.3},{:.3},{:.3},{}",
+                ",{:.5},{:.5},{:.3},{:.3},{:.3},{:.3},{:.3},{},{:.3},{:.3},{:.3},{:.4},{:.3},{:.3},{:.3},{},{:.4}",
                 l.oracle_p.unwrap_or(f32::NAN),
                 l.gradable_p.unwrap_or(f32::NAN),
                 l.disc_scale,
@@ -550,7 +550,8 @@ pub fn synth(a: SynthArgs) -> anyhow::Result<()> {
                 p.exposure,
                 p.pigment,
                 p.fov_scale,
-                l.jpeg_quality
+                l.jpeg_quality,
+                disc.ry / disc.field_r
             ));
         }
         csv.push('\n');

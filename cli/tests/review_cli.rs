@@ -140,6 +140,8 @@ async fn reviewed_outcomes_export_as_labels_that_train_a_model() {
             "0" | "1" => assert_eq!(&row[col("gradable")], "1"),
             other => panic!("label {other:?}"),
         }
+        // The reader's cup-to-disc ratio goes with the label, where one was given.
+        assert_eq!(&row[col("cdr")], if &row[col("label")] == "1" { "0.80" } else { "" }, "{row:?}");
     }
     let audited: i64 = sqlx::query_scalar("SELECT count(*) FROM audit_log WHERE action = 'labels.export'").fetch_one(&h.pool).await.expect("audit");
     assert_eq!(audited, 1);
@@ -157,4 +159,6 @@ async fn reviewed_outcomes_export_as_labels_that_train_a_model() {
     let text = run_ok(&mut train);
     let card: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(model.join("model_card.json")).expect("model card")).expect("json");
     assert!(card["threshold"].as_f64().is_some(), "{card}\n{text}");
+    // The readers' cup-to-disc ratios were fitted beside their labels.
+    assert_eq!(card["train"]["findings"], json!(["cdr"]), "{card}\n{text}");
 }

@@ -16,7 +16,7 @@ fn a_small_model_trains_evaluates_and_learns_gradability() {
     fundus(&["synth", "--n", "240", "--seed", "9", "--size", "640x480", "--out", &s(&data)]);
     fundus(&[
         "train", "--data", &s(&data), "--out", &s(&out), "--size", "64", "--epochs", "6",
-        "--batch-size", "16", "--patience", "6", "--seed", "2", "--glaucoma-view", "disc",
+        "--batch-size", "16", "--patience", "6", "--seed", "2",
     ]);
     for f in ["weights.safetensors", "model_card.json", "roc.png"] {
         assert!(out.join(f).is_file(), "{f} missing");
@@ -26,8 +26,8 @@ fn a_small_model_trains_evaluates_and_learns_gradability() {
     let threshold = card["threshold"].as_f64().expect("threshold");
     assert!((0.0..=1.0).contains(&threshold), "{threshold}");
     assert_eq!(card["preprocessing"]["size"], 64);
-    // The glaucoma view asked for: a square around the optic disc beside the field.
-    assert_eq!(card["preprocessing"]["disc_view"]["side"].as_f64().map(|s| (s - 0.7).abs() < 1e-6), Some(true), "{card}");
+    // The default glaucoma view: a square around the optic disc beside the field.
+    assert_eq!(card["preprocessing"]["disc_view"]["side"].as_f64().map(|s| (s - 0.5).abs() < 1e-6), Some(true), "{card}");
     assert_eq!(card["data_fingerprint"].as_str().map(str::len), Some(64));
     let history = card["history"].as_array().expect("history");
     assert!(!history.is_empty() && history.len() <= 6);
@@ -61,6 +61,14 @@ fn a_small_model_trains_evaluates_and_learns_gradability() {
     let oracle = e["oracle_auc"].as_f64().expect("oracle_auc");
     assert!((0.6..=1.0).contains(&oracle), "oracle AUC {oracle}");
     assert!(e["oracle_sensitivity"].as_f64().is_some() && report.contains("oracle"), "{report}");
+    let floor = e["oracle_calibration_error"].as_f64().expect("oracle_calibration_error");
+    assert!(floor > 0.0 && floor < 0.3 && report.contains("calibrated by construction"), "oracle ECE {floor}: {report}");
+    let gradable_oracle = e["oracle_gradable_auc"].as_f64().expect("oracle_gradable_auc");
+    assert!((0.8..1.0).contains(&gradable_oracle) && report.contains("gradability oracle"), "gradability oracle AUC {gradable_oracle}: {report}");
+    // The findings in labels.csv were fitted beside the labels, and the card says which.
+    let fitted: Vec<&str> = card["train"]["findings"].as_array().expect("findings").iter().filter_map(|v| v.as_str()).collect();
+    assert_eq!(fitted, ["cdr", "disc_size", "notch", "haemorrhage", "blur", "exposure", "glare", "lashes"], "{card}");
+    assert!(history.iter().all(|h| h["findings_loss"].as_f64().is_some_and(f64::is_finite)), "{card}");
     let [lo, hi] = [0, 1].map(|i| e["auc_ci95"][i].as_f64().expect("AUC interval"));
     let auc = e["auc"].as_f64().expect("auc");
     assert!(lo <= auc && auc <= hi && hi - lo < 0.5, "AUC {auc} in {lo}..{hi}");

@@ -402,6 +402,8 @@ pub struct ExportRow {
     pub site: String,
     pub final_decision: String,
     pub final_action: Option<String>,
+    /// The vertical cup-to-disc ratio the deciding reader measured, if any.
+    pub final_cdr: Option<f32>,
     pub decided_at: DateTime<Utc>,
     pub decided_role: String,
     pub reason: String,

@@ -41,8 +41,8 @@ pub struct DiscView {
 }
 
 impl DiscView {
-    /// About three diameters of a typical disc.
-    pub const DEFAULT: DiscView = DiscView { side: 0.7 };
+    /// About two diameters of a typical disc.
+    pub const DEFAULT: DiscView = DiscView { side: 0.5 };
 }
 
 impl Preprocessing {
@@ -283,11 +283,11 @@ mod tests {
         let s = 1600.0 / (fov.cx * 2.0);
         let err = (disc.cx * s - truth.cx).hypot(disc.cy * s - truth.cy);
         assert!(err < 0.1 * 2.0 * truth.ry, "disc {disc:?} vs {truth:?} at scale {s}");
-        // The box is centred on the disc, 0.7 field radii across.
+        // The box is centred on the disc, the view's side across.
         let [x, y, w, h] = out.glaucoma_box;
         assert!(((x + w / 2.0) * 1600.0 - truth.cx).abs() < 0.2 * truth.rx, "{:?}", out.glaucoma_box);
         assert!(((y + h / 2.0) * 1200.0 - truth.cy).abs() < 0.2 * truth.ry, "{:?}", out.glaucoma_box);
-        assert!((w * 1600.0 - 0.7 * fov.r * s).abs() < 3.0, "{:?}", out.glaucoma_box);
+        assert!((w * 1600.0 - DiscView::DEFAULT.side * fov.r * s).abs() < 3.0, "{:?}", out.glaucoma_box);
         // The disc is pale: the square's centre has more green and blue than the field's.
         let pale = |x: u32, y: u32| {
             let q = out.crop.get_pixel(x, y).0;

@@ -44,6 +44,14 @@ pub struct Evaluation {
     pub oracle_auc: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oracle_sensitivity: Option<f64>,
+    /// The oracle's own calibration error on the same photos: calibrated by
+    /// construction, so this is what sampling alone gives at this n.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oracle_calibration_error: Option<f64>,
+    /// The gradability head's ceiling: the AUC of the generator's own
+    /// probability of a gradable call, over the photos `gradable_auc` counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oracle_gradable_auc: Option<f64>,
     #[serde(skip)]
     pub roc: Vec<RocPoint>,
 }
@@ -85,6 +93,17 @@ impl Evaluation {
         if !os.is_empty() {
             self.oracle_auc = Some(metrics::auc(&os, &ol));
             self.oracle_sensitivity = metrics::sensitivity_at_specificity(&os, &ol, self.specificity).map(|x| x.0);
+            self.oracle_calibration_error = Some(metrics::expected_calibration_error(&os, &ol, 10));
+        }
+        self
+    }
+
+    /// Adds the gradability ceiling from the generator's `gradable_p`, over
+    /// the rows the gradability AUC counts; nothing when one has none.
+    pub fn with_gradable_oracle(mut self, oracle: &[Option<f32>], gradable: &[bool], qmask: &[bool]) -> Evaluation {
+        let rows: Option<Vec<(f32, bool)>> = (0..qmask.len()).filter(|&i| qmask[i]).map(|i| oracle.get(i).copied().flatten().map(|p| (p, gradable[i]))).collect();
+        if let Some((os, ol)) = rows.filter(|r| !r.is_empty()).map(|r| r.into_iter().unzip::<f32, bool, Vec<f32>, Vec<bool>>()) {
+            self.oracle_gradable_auc = Some(metrics::auc(&os, &ol));
         }
         self
     }
@@ -195,6 +214,8 @@ pub fn evaluate(
         specificity_ci95: wilson95(tn, gs.len() - pos),
         oracle_auc: None,
         oracle_sensitivity: None,
+        oracle_calibration_error: None,
+        oracle_gradable_auc: None,
         roc: metrics::roc_curve(&gs, &gl),
     }
 }

@@ -23,7 +23,53 @@ pub struct Sample {
     /// The synthetic generator's probability of glaucoma given everything it
     /// drew (the label was drawn from it): the best any model can do.
     pub oracle_p: Option<f32>,
+    /// Likewise the probability that a grader calls the photo gradable.
+    pub gradable_p: Option<f32>,
+    /// What a grader recorded beside the label, per [`FINDINGS`], where the
+    /// data set has it.
+    pub findings: [Option<f32>; FINDINGS.len()],
 }
+
+/// Which head a finding belongs to: the one whose view shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Head {
+    Glaucoma,
+    Gradable,
+}
+
+/// A finding graders record beside the label (a column of a manifest or of
+/// `labels.csv`). Training fits the findings a data set has as auxiliary
+/// targets of the head whose view shows them: a measured cup-to-disc ratio
+/// says what to look at far more densely than a yes/no label drawn at random.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Finding {
+    pub column: &'static str,
+    pub head: Head,
+    /// A yes/no finding (fitted as a logit); otherwise a measurement
+    /// (standardised on the training photos and fitted by squared error).
+    pub flag: bool,
+    /// Fitted as its natural logarithm (a factor, such as exposure).
+    pub log: bool,
+}
+
+const fn finding(column: &'static str, head: Head, flag: bool, log: bool) -> Finding {
+    Finding { column, head, flag, log }
+}
+
+/// The findings training knows: the disc's (vertical cup-to-disc ratio, the
+/// disc's vertical diameter over the field's, a rim notch, a disc
+/// haemorrhage) and the capture's (defocus, exposure factor, glare, eyelash
+/// shadows), each in the synthetic generator's columns.
+pub const FINDINGS: [Finding; 8] = [
+    finding("cdr", Head::Glaucoma, false, false),
+    finding("disc_size", Head::Glaucoma, false, false),
+    finding("notch", Head::Glaucoma, true, false),
+    finding("haemorrhage", Head::Glaucoma, true, false),
+    finding("blur", Head::Gradable, false, false),
+    finding("exposure", Head::Gradable, false, true),
+    finding("glare", Head::Gradable, false, false),
+    finding("lashes", Head::Gradable, false, false),
+];
 
 fn parse_bool(v: &str) -> Option<bool> {
     match v.trim().to_ascii_lowercase().as_str() {
@@ -62,7 +108,7 @@ fn per_class(dir: &Path) -> Result<Vec<Sample>, Error> {
             let ext = p.extension().and_then(|x| x.to_str()).unwrap_or("").to_ascii_lowercase();
             if matches!(ext.as_str(), "jpg" | "jpeg" | "png" | "dcm") {
                 let group = p.to_string_lossy().into_owned();
-                out.push(Sample { path: p, glaucoma: Some(label), gradable: None, group, oracle_p: None });
+                out.push(Sample { path: p, glaucoma: Some(label), gradable: None, group, oracle_p: None, gradable_p: None, findings: [None; FINDINGS.len()] });
             }
         }
     }
@@ -82,7 +128,9 @@ fn manifest(csv_path: &Path) -> Result<Vec<Sample>, Error> {
         .ok_or_else(|| err("no label column (glaucoma, label or class)".into()))?;
     let gradable_col = col(&["gradable"]);
     let oracle_col = col(&["oracle_p"]);
+    let gradable_p_col = col(&["gradable_p"]);
     let patient_col = col(&["patient", "patient_id", "patient_ref"]);
+    let finding_cols = FINDINGS.map(|f| col(&[f.column]));
     if path_col.is_none() && id_col.is_none() {
         return Err(err("no path column (path, file, image) or challenge_id".into()));
     }
@@ -105,11 +153,22 @@ fn manifest(csv_path: &Path) -> Result<Vec<Sample>, Error> {
             "" => path.to_string_lossy().into_owned(),
             p => p.to_owned(),
         };
-        let oracle_p = match field(oracle_col) {
-            "" => None,
-            v => Some(v.parse::<f32>().ok().filter(|p| (0.0..=1.0).contains(p)).ok_or_else(|| err(format!("row {}: oracle_p {v:?} is not a probability", line + 2)))?),
+        let probability = |c: Option<usize>, name: &str| match field(c) {
+            "" => Ok(None),
+            v => v.parse::<f32>().ok().filter(|p| (0.0..=1.0).contains(p)).map(Some).ok_or_else(|| err(format!("row {}: {name} {v:?} is not a probability", line + 2))),
         };
-        out.push(Sample { path, glaucoma, gradable, group, oracle_p });
+        let (oracle_p, gradable_p) = (probability(oracle_col, "oracle_p")?, probability(gradable_p_col, "gradable_p")?);
+        let mut findings = [None; FINDINGS.len()];
+        for ((slot, f), c) in findings.iter_mut().zip(FINDINGS).zip(finding_cols) {
+            let v = field(c);
+            if v.is_empty() {
+                continue;
+            }
+            let bad = || err(format!("row {}: {} {v:?} is not {}", line + 2, f.column, if f.flag { "0 or 1" } else if f.log { "a positive number" } else { "a finite number" }));
+            let x = if f.flag { parse_bool(v).map(|b| b as u8 as f32) } else { v.parse::<f32>().ok().filter(|x| x.is_finite()) }.ok_or_else(bad)?;
+            *slot = Some(if f.log { if x > 0.0 { x.ln() } else { return Err(bad()) } } else { x });
+        }
+        out.push(Sample { path, glaucoma, gradable, group, oracle_p, gradable_p, findings });
     }
     Ok(out)
 }
@@ -169,6 +228,28 @@ mod tests {
         std::fs::write(dir.join("bad.csv"), "challenge_id,class\nTRAIN000,maybe\n").expect("csv");
         let e = load(&dir.join("bad.csv")).expect_err("unknown label");
         assert!(e.to_string().contains("row 2: unknown label \"maybe\""), "{e}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Findings come from their columns where a row has them, exposure as
+    /// its logarithm; a malformed one names its row and column.
+    #[test]
+    fn findings_are_read_where_present() {
+        let dir = std::env::temp_dir().join(format!("fundus-findings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("labels.csv"), "path,glaucoma,cdr,notch,exposure\na.jpg,1,0.71,1,2.0\nb.jpg,0,,0,\n").expect("csv");
+        let s = load(&dir).expect("load");
+        let at = |name| FINDINGS.iter().position(|f| f.column == name).expect("finding");
+        assert_eq!(s[0].findings[at("cdr")], Some(0.71));
+        assert_eq!(s[0].findings[at("notch")], Some(1.0));
+        assert!((s[0].findings[at("exposure")].expect("exposure") - 2f32.ln()).abs() < 1e-6);
+        assert_eq!(s[0].findings[at("disc_size")], None);
+        assert_eq!((s[1].findings[at("cdr")], s[1].findings[at("notch")]), (None, Some(0.0)));
+        std::fs::write(dir.join("labels.csv"), "path,glaucoma,exposure\na.jpg,1,0\n").expect("csv");
+        let e = load(&dir).expect_err("exposure 0");
+        assert!(e.to_string().contains("row 2: exposure \"0\" is not a positive number"), "{e}");
+        std::fs::write(dir.join("labels.csv"), "path,glaucoma,cdr\na.jpg,1,NaN\n").expect("csv");
+        assert!(load(&dir).expect_err("NaN").to_string().contains("cdr \"NaN\" is not a finite number"));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -35,7 +35,8 @@ pub enum Arch {
 }
 
 impl Arch {
-    fn features(self) -> i64 {
+    /// Width of the pooled features the heads read.
+    pub fn features(self) -> i64 {
         match self {
             Arch::Small => 192,
             Arch::Resnet18 | Arch::Resnet34 => 512,
@@ -207,13 +208,23 @@ impl Net {
         }
     }
 
+    fn pool(&self, map: &Tensor, train: bool) -> Tensor {
+        let f = map.adaptive_avg_pool2d([1, 1]).flatten(1, -1);
+        if self.arch == Arch::Small { f.dropout(0.2, train) } else { f }
+    }
+
     fn heads(&self, map: &Tensor, train: bool) -> (Tensor, Tensor) {
-        let mut f = map.adaptive_avg_pool2d([1, 1]).flatten(1, -1);
-        if self.arch == Arch::Small {
-            f = f.dropout(0.2, train);
-        }
+        let f = self.pool(map, train);
         // Heads in the feature map's precision (bf16 inference casts the whole net).
         (f.apply(&self.glaucoma).squeeze_dim(1), f.apply(&self.gradable).squeeze_dim(1))
+    }
+
+    /// Logits `(glaucoma, gradable)` and the pooled features each head read
+    /// (`[N, arch.features()]`), for training's auxiliary targets.
+    pub fn forward_features_t(&self, xs: &Tensor, train: bool) -> (Tensor, Tensor, Tensor, Tensor) {
+        let (gmap, qmap) = self.maps(xs, train);
+        let (gf, qf) = (self.pool(&gmap, train), self.pool(&qmap, train));
+        (gf.apply(&self.glaucoma).squeeze_dim(1), qf.apply(&self.gradable).squeeze_dim(1), gf, qf)
     }
 
     /// The trunk's feature maps for the glaucoma and the gradability head:

@@ -10,7 +10,7 @@ use rayon::prelude::*;
 use tch::nn::{self, OptimizerConfig};
 use tch::{Device, Kind, Tensor};
 
-use crate::data::Sample;
+use crate::data::{FINDINGS, Finding, Head, Sample};
 use crate::net::{Arch, Net};
 use crate::{Error, metrics};
 
@@ -32,6 +32,12 @@ pub struct TrainConfig {
     /// Compute in bf16 with f32 master weights (the default on a GPU).
     #[serde(default)]
     pub bf16: bool,
+    /// Weight of the auxiliary findings' loss beside the two labels' (0: none).
+    #[serde(default)]
+    pub findings_weight: f64,
+    /// The findings (`data::FINDINGS` columns) the training photos had and were fitted.
+    #[serde(default)]
+    pub findings: Vec<String>,
 }
 
 /// bf16 compute with f32 master weights: a bf16 copy of the net runs forward
@@ -57,7 +63,7 @@ impl Bf16Copy {
         Bf16Copy { vs, net, names }
     }
 
-    fn forward(&mut self, master: &nn::VarStore, xs: &Tensor) -> (Tensor, Tensor) {
+    fn forward(&mut self, master: &nn::VarStore, xs: &Tensor) -> (Tensor, Tensor, Tensor, Tensor) {
         let (m, h) = (master.variables(), self.vs.variables());
         tch::no_grad(|| {
             for (name, _) in &self.names {
@@ -69,8 +75,9 @@ impl Bf16Copy {
                 }
             }
         });
-        let (g, q) = self.net.forward_t(&xs.to_kind(Kind::BFloat16), true);
-        (g.to_kind(Kind::Float), q.to_kind(Kind::Float))
+        let (g, q, gf, qf) = self.net.forward_features_t(&xs.to_kind(Kind::BFloat16), true);
+        let f = |t: Tensor| t.to_kind(Kind::Float);
+        (f(g), f(q), f(gf), f(qf))
     }
 
     /// After `loss.backward()`: gradients and batch-norm statistics to the master.
@@ -90,8 +97,6 @@ impl Bf16Copy {
     }
 }
 
-/// Preprocessed
-
 /// Preprocessed photos and their labels, ready for batching.
 pub struct Tensors {
     /// `[N, 3, S, W]` u8 (`W` is `S`, or `2S` with a disc view).
@@ -102,6 +107,11 @@ pub struct Tensors {
     pub glaucoma_mask: Tensor,
     pub gradable: Tensor,
     pub gradable_mask: Tensor,
+    /// `[N, F]` the findings of `data::FINDINGS` (0 where unknown), and 1
+    /// where one counts: known, and for the disc's findings, the photo
+    /// gradable and its disc in view.
+    pub findings: Tensor,
+    pub findings_mask: Tensor,
     /// Photos where no field of view was found.
     pub no_fov: usize,
     /// Photos where a disc view asked for the optic disc and none was found
@@ -133,12 +143,22 @@ pub fn load(samples: &[Sample], prep: &imaging::Preprocessing) -> Result<Tensors
     let flat: Vec<u8> = crops.into_iter().flat_map(|c| c.0).collect();
     let n = samples.len() as i64;
     let f = |v: Vec<f32>| Tensor::from_slice(&v);
+    let k = FINDINGS.len() as i64;
+    let counts = |x: &Sample, v: bool, fd: &Finding| fd.head == Head::Gradable || (v && x.gradable != Some(false));
+    let findings = samples.iter().flat_map(|x| x.findings.map(|v| v.unwrap_or(0.0))).collect();
+    let findings_mask = samples
+        .iter()
+        .zip(&viewed)
+        .flat_map(|(x, &v)| x.findings.iter().zip(&FINDINGS).map(move |(o, fd)| (o.is_some() && counts(x, v, fd)) as u8 as f32))
+        .collect();
     Ok(Tensors {
         x: Tensor::from_slice(&flat).view([n, 3, i64::from(prep.size), i64::from(prep.width())]),
         glaucoma: f(samples.iter().map(|x| x.glaucoma == Some(true)).map(|b| b as u8 as f32).collect()),
         glaucoma_mask: f(samples.iter().zip(&viewed).map(|(x, &v)| (v && x.glaucoma.is_some() && x.gradable != Some(false)) as u8 as f32).collect()),
         gradable: f(samples.iter().map(|x| (x.gradable != Some(false)) as u8 as f32).collect()),
         gradable_mask: f(samples.iter().map(|x| x.gradable.is_some() as u8 as f32).collect()),
+        findings: f(findings).view([n, k]),
+        findings_mask: f(findings_mask).view([n, k]),
         no_fov,
         no_disc,
         no_disc_gradable,
@@ -197,6 +217,65 @@ fn augment_view(x: Tensor, rng: &mut impl rand::Rng) -> Tensor {
     x
 }
 
+/// The findings' heads: a linear map from each head's pooled features to its
+/// findings, in a store of their own (they are not part of the model and
+/// are not saved with it), with the training photos' mean and spread of
+/// each measurement.
+struct Findings {
+    vs: nn::VarStore,
+    glaucoma: nn::Linear,
+    gradable: nn::Linear,
+    opt: nn::Optimizer,
+    mean: Tensor,
+    std: Tensor,
+    /// `[1, F]`: 1 for yes/no findings.
+    flag: Tensor,
+    /// `[F]`: 1 for findings some training photo has.
+    present: Tensor,
+}
+
+impl Findings {
+    fn new(cfg: &TrainConfig, t: &Tensors, device: Device) -> Result<Option<Findings>, Error> {
+        let present = t.findings_mask.sum_dim_intlist(0, false, Kind::Float).gt(0.0).to_kind(Kind::Float);
+        if cfg.findings_weight <= 0.0 || f64::try_from(present.sum(Kind::Float)).unwrap_or(0.0) == 0.0 {
+            return Ok(None);
+        }
+        let n = t.findings_mask.sum_dim_intlist(0, false, Kind::Float).clamp_min(1.0);
+        let mean = (&t.findings * &t.findings_mask).sum_dim_intlist(0, false, Kind::Float) / &n;
+        let var = ((&t.findings - &mean).square() * &t.findings_mask).sum_dim_intlist(0, false, Kind::Float) / &n;
+        let vs = nn::VarStore::new(device);
+        let per = |h: Head| FINDINGS.iter().filter(|f| f.head == h).count() as i64;
+        let width = cfg.arch.features();
+        let glaucoma = nn::linear(vs.root() / "glaucoma", width, per(Head::Glaucoma), Default::default());
+        let gradable = nn::linear(vs.root() / "gradable", width, per(Head::Gradable), Default::default());
+        let opt = nn::AdamW { wd: cfg.weight_decay, ..Default::default() }.build(&vs, cfg.lr)?;
+        let flag = Tensor::from_slice(&FINDINGS.map(|f| f.flag as u8 as f32)).view([1, -1]).to_device(device);
+        Ok(Some(Findings {
+            vs,
+            glaucoma,
+            gradable,
+            opt,
+            mean: mean.to_device(device),
+            std: var.sqrt().clamp_min(1e-6).to_device(device),
+            flag,
+            present: present.to_device(device),
+        }))
+    }
+
+    /// The mean over the findings present of each one's masked loss over the
+    /// batch: squared error of standardised measurements, cross-entropy of flags.
+    fn loss(&self, gf: &Tensor, qf: &Tensor, y: &Tensor, mask: &Tensor) -> Tensor {
+        // FINDINGS lists the glaucoma head's findings first.
+        let pred = Tensor::cat(&[gf.apply(&self.glaucoma), qf.apply(&self.gradable)], 1);
+        let z = (y - &self.mean) / &self.std;
+        let squared = (&pred - z).square();
+        let bce = pred.binary_cross_entropy_with_logits(y, None::<Tensor>, None::<Tensor>, tch::Reduction::None);
+        let each: Tensor = &bce * &self.flag + squared * (1.0 - &self.flag);
+        let per = (&each * mask).sum_dim_intlist(0, false, Kind::Float) / mask.sum_dim_intlist(0, false, Kind::Float).clamp_min(1.0);
+        (per * &self.present).sum(Kind::Float) / self.present.sum(Kind::Float)
+    }
+}
+
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct EpochLog {
     pub epoch: usize,
@@ -204,6 +283,9 @@ pub struct EpochLog {
     pub val_auc: f64,
     pub val_gradable_auc: f64,
     pub seconds: f64,
+    /// The findings' own loss on the training batches (part of `train_loss`).
+    #[serde(default)]
+    pub findings_loss: Option<f64>,
 }
 
 /// What early stopping maximises: both heads matter, so the sum of their
@@ -254,6 +336,17 @@ pub fn aucs(t: &Tensors, g: &[f32], q: &[f32]) -> (f64, f64) {
     (pick(g, &gl, &gm), pick(q, &ql, &qm))
 }
 
+/// Where a checkpoint keeps the findings' heads.
+pub fn findings_checkpoint(checkpoint: &Path) -> PathBuf {
+    checkpoint.with_extension("findings.safetensors")
+}
+
+/// The findings some photo of `t` has, by column name.
+pub fn findings_present(t: &Tensors) -> Vec<String> {
+    let n = Vec::<f32>::try_from(t.findings_mask.sum_dim_intlist(0, false, Kind::Float)).unwrap_or_default();
+    FINDINGS.iter().zip(n).filter(|(_, n)| *n > 0.0).map(|(f, _)| f.column.to_owned()).collect()
+}
+
 /// What training reports as it goes.
 pub enum Event<'a> {
     Step { epoch: usize, step: usize, steps: usize },
@@ -279,10 +372,14 @@ pub fn train(
     }
     let mut opt = nn::AdamW { wd: cfg.weight_decay, ..Default::default() }.build(&vs, cfg.lr)?;
     let mut half = cfg.bf16.then(|| Bf16Copy::new(&vs, cfg.arch, prep, device));
+    let mut findings = Findings::new(cfg, train, device)?;
     let mut first_epoch = 1;
     let mut history: Vec<EpochLog> = Vec::new();
     if let Some(ck) = checkpoint.filter(|p| p.with_extension("json").exists()) {
         vs.load(ck)?;
+        if let Some(f) = findings.as_mut().filter(|_| findings_checkpoint(ck).exists()) {
+            f.vs.load(findings_checkpoint(ck))?;
+        }
         history = serde_json::from_str(&std::fs::read_to_string(ck.with_extension("json"))?)?;
         first_epoch = history.len() + 1;
     }
@@ -305,17 +402,18 @@ pub fn train(
     for epoch in first_epoch..=cfg.epochs {
         let started = Instant::now();
         let order = Tensor::randperm(n, (Kind::Int64, Device::Cpu));
-        let mut loss_sum = 0.0;
+        let (mut loss_sum, mut findings_sum) = (0.0, 0.0);
         for step in 0..steps_per_epoch {
             let t = ((epoch - 1) * steps_per_epoch + step) as f64;
-            opt.set_lr(cfg.lr * 0.5 * (1.0 + (std::f64::consts::PI * t / total).cos()));
+            let lr = cfg.lr * 0.5 * (1.0 + (std::f64::consts::PI * t / total).cos());
+            opt.set_lr(lr);
             let idx = order.narrow(0, (step * cfg.batch_size) as i64, (cfg.batch_size as i64).min(n - (step * cfg.batch_size) as i64));
             let xb = augment(train.x.index_select(0, &idx).to_device(device).to_kind(Kind::Float) / 255.0, &mut rng);
             let xb = standardise(xb, prep);
             let sel = |t: &Tensor| t.index_select(0, &idx).to_device(device);
-            let (lg, lq) = match half.as_mut() {
+            let (lg, lq, gf, qf) = match half.as_mut() {
                 Some(h) => h.forward(&vs, &xb),
-                None => net.forward_t(&xb, true),
+                None => net.forward_features_t(&xb, true),
             };
             let gm = sel(&train.glaucoma_mask);
             let lg_loss = (lg.binary_cross_entropy_with_logits(&sel(&train.glaucoma), None::<Tensor>, Some(pos_weight.shallow_clone()), tch::Reduction::None) * &gm).sum(Kind::Float)
@@ -323,7 +421,14 @@ pub fn train(
             let qm = sel(&train.gradable_mask);
             let lq_loss = (lq.binary_cross_entropy_with_logits(&sel(&train.gradable), None::<Tensor>, None::<Tensor>, tch::Reduction::None) * &qm).sum(Kind::Float)
                 / qm.sum(Kind::Float).clamp_min(1.0);
-            let loss = lg_loss + lq_loss;
+            let mut loss = lg_loss + lq_loss;
+            if let Some(f) = findings.as_mut() {
+                f.opt.set_lr(lr);
+                f.opt.zero_grad();
+                let fl = f.loss(&gf, &qf, &sel(&train.findings), &sel(&train.findings_mask));
+                findings_sum += f64::try_from(&fl).unwrap_or(f64::NAN);
+                loss = loss + fl * cfg.findings_weight;
+            }
             match &half {
                 Some(h) => {
                     // The master's gradients are overwritten, not accumulated:
@@ -334,12 +439,17 @@ pub fn train(
                 }
                 None => opt.backward_step(&loss),
             }
+            if let Some(f) = findings.as_mut() {
+                f.opt.step();
+            }
             loss_sum += f64::try_from(&loss).unwrap_or(f64::NAN);
             report(Event::Step { epoch, step: step + 1, steps: steps_per_epoch });
         }
         let (g, q) = predict(&net, &val.x, prep, device, 64);
         let (val_auc, val_gradable_auc) = aucs(val, &g, &q);
-        let log = EpochLog { epoch, train_loss: loss_sum / steps_per_epoch as f64, val_auc, val_gradable_auc, seconds: started.elapsed().as_secs_f64() };
+        let log = EpochLog { epoch, train_loss: loss_sum / steps_per_epoch as f64, val_auc, val_gradable_auc, seconds: started.elapsed().as_secs_f64(),
+            findings_loss: findings.is_some().then(|| findings_sum / steps_per_epoch as f64),
+        };
         report(Event::Epoch(&log));
         history.push(log);
         let score = selection_score(val_auc, val_gradable_auc);
@@ -350,6 +460,9 @@ pub fn train(
         }
         if let Some(ck) = checkpoint {
             vs.save(ck)?;
+            if let Some(f) = &findings {
+                f.vs.save(findings_checkpoint(ck))?;
+            }
             std::fs::write(ck.with_extension("json"), serde_json::to_string(&history)?)?;
         }
         if epoch >= best.1 + cfg.patience {
@@ -378,6 +491,8 @@ mod tests {
             glaucoma_mask: Tensor::ones([n], (Kind::Float, Device::Cpu)),
             gradable: Tensor::ones([n], (Kind::Float, Device::Cpu)),
             gradable_mask: Tensor::zeros([n], (Kind::Float, Device::Cpu)),
+            findings: Tensor::zeros([n, FINDINGS.len() as i64], (Kind::Float, Device::Cpu)),
+            findings_mask: Tensor::zeros([n, FINDINGS.len() as i64], (Kind::Float, Device::Cpu)),
             no_fov: 0,
             no_disc: 0,
             no_disc_gradable: 0,
@@ -391,7 +506,7 @@ mod tests {
     fn bf16_training_updates_f32_master_weights() {
         let (tr, va) = (toy(32), toy(16));
         let prep = imaging::Preprocessing::new(32);
-        let cfg = TrainConfig { arch: Arch::Small, size: 32, epochs: 4, batch_size: 8, lr: 3e-3, weight_decay: 0.0, patience: 10, seed: 3, init: None, bf16: true };
+        let cfg = TrainConfig { arch: Arch::Small, size: 32, epochs: 4, batch_size: 8, lr: 3e-3, weight_decay: 0.0, patience: 10, seed: 3, init: None, bf16: true, findings_weight: 0.0, findings: vec![] };
         let fresh = nn::VarStore::new(Device::Cpu);
         tch::manual_seed(3);
         let _ = Net::new(&fresh.root(), Arch::Small);
@@ -404,5 +519,55 @@ mod tests {
         assert!(rm > 0.0, "batch-norm statistics were not copied back");
         let (first, last) = (t.history[0].train_loss, t.history.last().expect("epochs").train_loss);
         assert!(last.is_finite() && last < first, "loss {first} -> {last}");
+        assert!(t.history.iter().all(|h| h.findings_loss.is_none()), "no findings, no findings loss");
+    }
+
+    /// A finding the photo shows is learnt from: a measurement (brightness
+    /// standing in for a cup-to-disc ratio) and a flag (half the photos
+    /// have a bright corner), with the labels pure noise. The findings' loss
+    /// falls well below what guessing the mean gives (1 per measurement,
+    /// ln 2 per flag), in f32 and in bf16, and photos without the finding
+    /// (masked) do not count.
+    #[test]
+    fn findings_are_fitted_as_auxiliary_targets() {
+        let n = 64;
+        let (mut tr, va) = (toy(n), toy(16));
+        tch::manual_seed(9);
+        let level = Tensor::rand([n], (Kind::Float, Device::Cpu));
+        let corner = Tensor::from_slice(&(0..n).map(|i| (i % 2) as f32).collect::<Vec<_>>());
+        let mut x = (Tensor::rand([n, 3, 32, 32], (Kind::Float, Device::Cpu)) * 40.0 + level.view([n, 1, 1, 1]) * 180.0).clamp(0.0, 255.0);
+        let _ = x.narrow(2, 0, 12).narrow(3, 0, 12).g_add_(&(corner.view([n, 1, 1, 1]) * 200.0));
+        tr.x = x.clamp(0.0, 255.0).to_kind(Kind::Uint8);
+        tr.glaucoma = Tensor::from_slice(&(0..n).map(|i| ((i * 7 / 3) % 2) as f32).collect::<Vec<_>>());
+        let at = |name| FINDINGS.iter().position(|f| f.column == name).expect("finding") as i64;
+        let (cdr, notch) = (at("cdr"), at("notch"));
+        let _ = tr.findings.select(1, cdr).copy_(&(&level * 0.5 + 0.2));
+        let _ = tr.findings.select(1, notch).copy_(&corner);
+        // A quarter of the photos have no findings recorded; their values are wild.
+        let known = Tensor::from_slice(&(0..n).map(|i| (i % 4 != 0) as u8 as f32).collect::<Vec<_>>());
+        let _ = tr.findings_mask.select(1, cdr).copy_(&known);
+        let _ = tr.findings_mask.select(1, notch).copy_(&known);
+        let wild = (1.0 - &known) * 1000.0;
+        let _ = tr.findings.select(1, cdr).g_add_(&wild);
+        assert_eq!(findings_present(&tr), ["cdr", "notch"]);
+        // Standardised on the photos that have the finding.
+        let probe = TrainConfig { arch: Arch::Small, size: 32, epochs: 1, batch_size: 16, lr: 1e-3, weight_decay: 0.0, patience: 1, seed: 4, init: None, bf16: false, findings_weight: 1.0, findings: vec![] };
+        let f = Findings::new(&probe, &tr, Device::Cpu).expect("findings").expect("some present");
+        let kept: Vec<f32> = Vec::<f32>::try_from(&level).expect("levels").iter().enumerate().filter(|(i, _)| i % 4 != 0).map(|(_, l)| l * 0.5 + 0.2).collect();
+        let m = kept.iter().sum::<f32>() / kept.len() as f32;
+        let sd = (kept.iter().map(|v| (v - m).powi(2)).sum::<f32>() / kept.len() as f32).sqrt();
+        let got = |t: &Tensor| f64::try_from(t.get(cdr)).expect("value") as f32;
+        assert!((got(&f.mean) - m).abs() < 1e-4 && (got(&f.std) - sd).abs() < 1e-4, "mean {} sd {} vs {m} {sd}", got(&f.mean), got(&f.std));
+        assert_eq!(Vec::<f32>::try_from(&f.present).expect("present").iter().sum::<f32>(), 2.0);
+        for bf16 in [false, true] {
+            let prep = imaging::Preprocessing::new(32);
+            let cfg = TrainConfig { arch: Arch::Small, size: 32, epochs: 12, batch_size: 16, lr: 3e-3, weight_decay: 0.0, patience: 100, seed: 4, init: None, bf16, findings_weight: 1.0, findings: vec![] };
+            let t = train(&cfg, &prep, &tr, &va, Device::Cpu, None, |_| {}).expect("training");
+            let losses: Vec<f64> = t.history.iter().map(|h| h.findings_loss.expect("findings loss")).collect();
+            let last = losses[losses.len() - 3..].iter().sum::<f64>() / 3.0;
+            // Guessing: 1 for the standardised measurement, ln 2 for the flag.
+            let guess = (1.0 + 2f64.ln()) / 2.0;
+            assert!(last < 0.5 * guess, "bf16 {bf16}: findings loss {losses:?}, guessing gives {guess:.3}");
+        }
     }
 }

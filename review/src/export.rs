@@ -48,7 +48,7 @@ pub async fn export_labels(
     let photos = out.join("photos");
     std::fs::create_dir_all(&photos).with_context(|| format!("cannot create {}", photos.display()))?;
     let mut csv = csv::Writer::from_path(out.join("labels.csv.partial"))?;
-    csv.write_record(["path", "label", "gradable", "patient", "eye", "source", "decided_at", "decided_by_role", "site", "ungradable_action"])?;
+    csv.write_record(["path", "label", "gradable", "patient", "eye", "source", "decided_at", "decided_by_role", "site", "ungradable_action", "cdr"])?;
     let mut s = ExportSummary::default();
     for r in &rows {
         let name = format!("photos/{}.{}", r.image_id, extension(&r.format));
@@ -79,6 +79,8 @@ pub async fn export_labels(
             &r.decided_role,
             &r.site,
             r.final_action.as_deref().unwrap_or(""),
+            // The reader's measured ratio: training fits it as a finding.
+            &r.final_cdr.map(|c| format!("{c:.2}")).unwrap_or_default(),
         ])?;
         s.photos += 1;
     }

@@ -158,11 +158,13 @@ pub struct DiscTruth {
     pub cy: f32,
     pub rx: f32,
     pub ry: f32,
+    /// The field of view's radius, in pixels (larger than the frame when it is clipped).
+    pub field_r: f32,
 }
 
 pub fn disc_truth(p: &Params) -> DiscTruth {
     let l = layout(p, &mut ChaCha8Rng::seed_from_u64(p.seed));
-    DiscTruth { cx: l.cx + l.disc.0 * l.r, cy: l.cy + l.disc.1 * l.r, rx: l.rdx * l.r, ry: l.rdy * l.r }
+    DiscTruth { cx: l.cx + l.disc.0 * l.r, cy: l.cy + l.disc.1 * l.r, rx: l.rdx * l.r, ry: l.rdy * l.r, field_r: l.r }
 }
 
 pub fn render(p: &Params) -> RgbImage {
