@@ -255,9 +255,17 @@ async fn worker_in(a: &WorkerBenchArgs, url: &str, store: &ingest::Store) -> any
     // model's rate it bounds what a worker sharing those cores can reach.
     let bytes: Vec<Vec<u8>> = std::fs::read_dir(&photos)?.map(|e| Ok(std::fs::read(e?.path())?)).collect::<anyhow::Result<_>>()?;
     let prep = Scorer::load(&dir, Device::Cpu, m.precision)?.card.preprocessing.clone();
+    // With a disc view, a photo whose disc is not found is refused (`no_disc`)
+    // after the same decoding: the worker settles it at once, unscored.
+    let prepared = |b: &Vec<u8>| match inference::pipeline::prepare(b, &prep) {
+        Ok(_) => Ok(true),
+        Err(e) if e.starts_with("no_disc:") => Ok(false),
+        Err(e) => Err(anyhow::Error::msg(e)),
+    };
+    let refused = bytes.par_iter().map(prepared).collect::<anyhow::Result<Vec<bool>>>()?.iter().filter(|ok| !**ok).count() as u64;
     let decode_only = || -> anyhow::Result<f64> {
         let t = Instant::now();
-        bytes.par_iter().try_for_each(|b| inference::pipeline::prepare(b, &prep).map(drop).map_err(anyhow::Error::msg))?;
+        bytes.par_iter().try_for_each(|b| prepared(b).map(drop))?;
         Ok(bytes.len() as f64 / t.elapsed().as_secs_f64())
     };
     let (mut worker_rates, mut model_rates, mut decode_rates) = (Vec::new(), Vec::new(), Vec::new());
@@ -276,7 +284,7 @@ async fn worker_in(a: &WorkerBenchArgs, url: &str, store: &ingest::Store) -> any
         )
         .await?;
         let secs = start.elapsed().as_secs_f64();
-        anyhow::ensure!(summary.done as i64 == n, "{summary:?} of {n}");
+        anyhow::ensure!(summary.done as i64 + refused as i64 == n && summary.dead == refused, "{summary:?} of {n}, {refused} without a disc found");
         let fwd = forward_only(&dir, m.device(), m.precision, m.batch, m.n)?;
         let dec = decode_only()?;
         if round > 0 {
@@ -291,6 +299,9 @@ async fn worker_in(a: &WorkerBenchArgs, url: &str, store: &ingest::Store) -> any
     let bound = if m.device() == Device::Cpu { 1.0 / (1.0 / f + 1.0 / d) } else { f.min(d) };
     println!("{}; median (min–max) of {} alternating runs each, after one untimed", crate::bench::machine(), m.repeats);
     println!("{n} photos through the queue: fetch from the store, check, decode, preprocess, score, heatmaps, results");
+    if refused > 0 {
+        println!("{refused} of them without a disc found: refused as no_disc after decoding, unscored, as preprocessing refuses them");
+    }
     println!("worker end to end        {} images/s (model load included)", crate::bench::spread(&worker_rates));
     println!("model-only forward       {} images/s (same model, batch {})", crate::bench::spread(&model_rates), m.batch);
     println!("decode + preprocess only {} images/s (all cores, from memory)", crate::bench::spread(&decode_rates));
@@ -344,6 +355,7 @@ async fn latency_in(a: LatencyArgs) -> anyhow::Result<()> {
     let token = ingest::auth::new_token();
     db::access::device_create(&pool, site_id, "bench", &ingest::auth::hash_token(&token)).await?;
 
+    let prep = Scorer::load(&dir, Device::Cpu, a.model.precision)?.card.preprocessing.clone();
     let mut cfg = inference::WorkerConfig::new("bench-latency".into());
     cfg.batch = BatchConfig { max_batch: a.model.batch, max_wait: Duration::from_millis(5) };
     let stop = tokio_util::sync::CancellationToken::new();
@@ -378,14 +390,16 @@ async fn latency_in(a: LatencyArgs) -> anyhow::Result<()> {
         let n = if round == 0 { 3 } else { a.uploads };
         let (mut upload_ms, mut result_ms) = (Vec::new(), Vec::new());
         for _ in 0..n {
-            seed += 1;
-            let photo = imaging::synth::to_jpeg(
-                &imaging::synth::render(&imaging::synth::Params::sample(
-                    &mut <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(seed),
-                    &[(2592, 1944)],
-                )),
-                92,
-            );
+            // A photo the model judges: one it refuses (no disc found) gets no
+            // result to time.
+            let photo = loop {
+                seed += 1;
+                let params = imaging::synth::Params::sample(&mut <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(seed), &[(2592, 1944)]);
+                let photo = imaging::synth::to_jpeg(&imaging::synth::render(&params), 92);
+                if inference::pipeline::prepare(&photo, &prep).is_ok() {
+                    break photo;
+                }
+            };
             let t = Instant::now();
             let r: serde_json::Value = http
                 .post(format!("{base}/v1/studies/{study}/images?eye=left"))
