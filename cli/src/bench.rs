@@ -31,7 +31,7 @@ pub enum Bench {
     /// Upload-to-result latency on an idle stack against the upload alone.
     Latency(crate::bench_score::LatencyArgs),
     /// Claim + complete per second on one Postgres.
-    Queue(crate::bench_score::QueueArgs),
+    Queue(crate::bench_queue::QueueArgs),
     /// The review worklist over 100,000 open items against the bare SELECT,
     /// and photo preview latency.
     Review(crate::bench_review::ReviewBenchArgs),
@@ -90,7 +90,7 @@ pub async fn run(b: Bench) -> anyhow::Result<()> {
         Bench::Score { model, venv } => crate::bench_score::score(model, venv).await,
         Bench::Worker(a) => crate::bench_score::worker(a).await,
         Bench::Latency(a) => crate::bench_score::latency(a).await,
-        Bench::Queue(a) => crate::bench_score::queue(a).await,
+        Bench::Queue(a) => crate::bench_queue::queue(a).await,
         Bench::Review(a) => crate::bench_review::review(a).await,
         Bench::MesosSim(a) => cluster::sim::run(&a),
         Bench::Soak(a) => crate::bench_soak::soak(a).await,

@@ -6,6 +6,7 @@
 mod admin;
 mod bench;
 mod bench_preprocess;
+mod bench_queue;
 mod bench_review;
 mod bench_score;
 mod bench_soak;
