@@ -253,7 +253,7 @@ async fn worker_in(a: &WorkerBenchArgs, url: &str, store: &ingest::Store) -> any
     // Decode and preprocess alone, on every core, from memory: with the
     // model's rate it bounds what a worker sharing those cores can reach.
     let bytes: Vec<Vec<u8>> = std::fs::read_dir(&photos)?.map(|e| Ok(std::fs::read(e?.path())?)).collect::<anyhow::Result<_>>()?;
-    let prep = Scorer::load(&dir, Device::Cpu, m.precision)?.card.preprocessing.clone();
+    let prep = model::card::ModelCard::load(&dir)?.preprocessing;
     // With a disc view, a photo whose disc is not found is refused (`no_disc`)
     // after the same decoding: the worker settles it at once, unscored.
     let prepared = |b: &Vec<u8>| match inference::pipeline::prepare(b, &prep) {
@@ -354,7 +354,7 @@ async fn latency_in(a: LatencyArgs) -> anyhow::Result<()> {
     let token = ingest::auth::new_token();
     db::access::device_create(&pool, site_id, "bench", &ingest::auth::hash_token(&token)).await?;
 
-    let prep = Scorer::load(&dir, Device::Cpu, a.model.precision)?.card.preprocessing.clone();
+    let prep = model::card::ModelCard::load(&dir)?.preprocessing;
     let mut cfg = inference::WorkerConfig::new("bench-latency".into());
     cfg.batch = BatchConfig { max_batch: a.model.batch, max_wait: Duration::from_millis(5) };
     let stop = tokio_util::sync::CancellationToken::new();

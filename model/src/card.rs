@@ -84,13 +84,7 @@ impl Evaluation {
     /// photo (in the same order as the scores `evaluate` was given), over the
     /// same rows; nothing when any of those photos has none.
     pub fn with_oracle(mut self, oracle: &[Option<f32>], glaucoma: &[bool], gmask: &[bool]) -> Evaluation {
-        let (mut os, mut ol) = (Vec::new(), Vec::new());
-        for i in (0..gmask.len()).filter(|&i| gmask[i]) {
-            let Some(p) = oracle.get(i).copied().flatten() else { return self };
-            os.push(p);
-            ol.push(glaucoma[i]);
-        }
-        if !os.is_empty() {
+        if let Some((os, ol)) = oracle_rows(oracle, glaucoma, gmask) {
             self.oracle_auc = Some(metrics::auc(&os, &ol));
             self.oracle_sensitivity = metrics::sensitivity_at_specificity(&os, &ol, self.specificity).map(|x| x.0);
             self.oracle_calibration_error = Some(metrics::expected_calibration_error(&os, &ol, 10));
@@ -101,12 +95,18 @@ impl Evaluation {
     /// Adds the gradability ceiling from the generator's `gradable_p`, over
     /// the rows the gradability AUC counts; nothing when one has none.
     pub fn with_gradable_oracle(mut self, oracle: &[Option<f32>], gradable: &[bool], qmask: &[bool]) -> Evaluation {
-        let rows: Option<Vec<(f32, bool)>> = (0..qmask.len()).filter(|&i| qmask[i]).map(|i| oracle.get(i).copied().flatten().map(|p| (p, gradable[i]))).collect();
-        if let Some((os, ol)) = rows.filter(|r| !r.is_empty()).map(|r| r.into_iter().unzip::<f32, bool, Vec<f32>, Vec<bool>>()) {
+        if let Some((os, ol)) = oracle_rows(oracle, gradable, qmask) {
             self.oracle_gradable_auc = Some(metrics::auc(&os, &ol));
         }
         self
     }
+}
+
+/// The oracle's probabilities and the labels over the masked rows; `None`
+/// when there are none or any of them has no probability.
+fn oracle_rows(oracle: &[Option<f32>], labels: &[bool], mask: &[bool]) -> Option<(Vec<f32>, Vec<bool>)> {
+    let rows: Vec<(f32, bool)> = (0..mask.len()).filter(|&i| mask[i]).map(|i| oracle.get(i).copied().flatten().map(|p| (p, labels[i]))).collect::<Option<_>>()?;
+    (!rows.is_empty()).then(|| rows.into_iter().unzip())
 }
 
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]

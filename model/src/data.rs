@@ -71,6 +71,15 @@ pub const FINDINGS: [Finding; 8] = [
     finding("lashes", Head::Gradable, false, false),
 ];
 
+// Training lays the findings out as the glaucoma head's, then the gradability head's.
+const _: () = {
+    let mut i = 1;
+    while i < FINDINGS.len() {
+        assert!(!(matches!(FINDINGS[i - 1].head, Head::Gradable) && matches!(FINDINGS[i].head, Head::Glaucoma)), "FINDINGS: the glaucoma head's come first");
+        i += 1;
+    }
+};
+
 fn parse_bool(v: &str) -> Option<bool> {
     match v.trim().to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "rg" | "glaucoma" | "referable" => Some(true),

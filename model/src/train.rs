@@ -265,7 +265,7 @@ impl Findings {
     /// The mean over the findings present of each one's masked loss over the
     /// batch: squared error of standardised measurements, cross-entropy of flags.
     fn loss(&self, gf: &Tensor, qf: &Tensor, y: &Tensor, mask: &Tensor) -> Tensor {
-        // FINDINGS lists the glaucoma head's findings first.
+        // FINDINGS lists the glaucoma head's findings first (checked where it is defined).
         let pred = Tensor::cat(&[gf.apply(&self.glaucoma), qf.apply(&self.gradable)], 1);
         let z = (y - &self.mean) / &self.std;
         let squared = (&pred - z).square();
