@@ -186,7 +186,7 @@ fn jpeg_walk_with(b: &[u8], mut each: impl FnMut(u8, &[u8])) -> Result<(Header, 
 }
 
 fn memchr_ff(b: &[u8]) -> Option<usize> {
-    b.iter().position(|&x| x == 0xFF)
+    memchr::memchr(0xFF, b)
 }
 
 /// Walks the PNG chunks to IEND: IHDR dimensions, truncation, trailing bytes.

@@ -111,7 +111,7 @@ pub fn preprocess(bytes: &[u8], format: Format, p: &Preprocessing) -> Result<Pre
 pub fn preprocess_image(img: &RgbImage, p: &Preprocessing) -> Preprocessed {
     let (w, h) = img.dimensions();
     let shrink = (w.min(h) as f32 / DETECT_SIDE as f32).max(1.0);
-    let small = (shrink > 1.0).then(|| imageops::thumbnail(img, (w as f32 / shrink) as u32, (h as f32 / shrink) as u32));
+    let small = (shrink > 1.0).then(|| crate::resize::thumbnail(img, (w as f32 / shrink) as u32, (h as f32 / shrink) as u32));
     let detect = small.as_ref().unwrap_or(img);
     let fov = find_fov(detect);
     let disc = match (p.disc_view, fov) {

@@ -98,6 +98,57 @@ pub(crate) fn triangle_window(img: &RgbImage, x0: i64, y0: i64, w: u32, h: u32, 
     RgbImage::from_raw(out_w, out_h, out).expect("sized buffer")
 }
 
+/// `imageops::thumbnail(img, out_w, out_h)`: where both axes shrink, every
+/// output pixel is the rounded mean of a block of source pixels, and this
+/// takes the crate's block bounds and rounding, so gives the same pixels,
+/// summing a row of blocks at a time instead of calling a generic accessor
+/// per source pixel (which cost a fifth of the preprocessing of a photo).
+/// Anything else (growing, or a block of no pixels) is left to the crate.
+pub(crate) fn thumbnail(img: &RgbImage, out_w: u32, out_h: u32) -> RgbImage {
+    let (w, h) = img.dimensions();
+    // The crate's bounds: [ceil(o * ratio), ceil(o * ratio + ratio)), clamped.
+    let blocks = |src: u32, dst: u32| -> Option<Vec<(usize, usize)>> {
+        let ratio = src as f32 / dst as f32;
+        (0..dst)
+            .map(|o| {
+                let lo_f = o as f32 * ratio;
+                let lo = (lo_f.ceil() as u32).min(src - 1);
+                let hi = ((lo_f + ratio).ceil() as u32).clamp(lo, src);
+                (lo < hi).then_some((lo as usize, hi as usize))
+            })
+            .collect()
+    };
+    if w == 0 || h == 0 || out_w == 0 || out_h == 0 || out_w > w || out_h > h {
+        return image::imageops::thumbnail(img, out_w, out_h);
+    }
+    let (Some(cols), Some(rows)) = (blocks(w, out_w), blocks(h, out_h)) else {
+        return image::imageops::thumbnail(img, out_w, out_h);
+    };
+    let src = img.as_raw();
+    let stride = w as usize * 3;
+    let mut sums = vec![0u32; stride];
+    let mut out = Vec::with_capacity(out_w as usize * out_h as usize * 3);
+    for &(top, bottom) in &rows {
+        sums.iter_mut().for_each(|s| *s = 0);
+        for line in src[top * stride..bottom * stride].chunks_exact(stride) {
+            for (s, &v) in sums.iter_mut().zip(line) {
+                *s += u32::from(v);
+            }
+        }
+        for &(left, right) in &cols {
+            let n = ((right - left) * (bottom - top)) as u32;
+            let mut acc = [0u32; 3];
+            for px in sums[left * 3..right * 3].chunks_exact(3) {
+                acc[0] += px[0];
+                acc[1] += px[1];
+                acc[2] += px[2];
+            }
+            out.extend(acc.map(|a| ((a + n / 2) / n).min(255) as u8));
+        }
+    }
+    RgbImage::from_raw(out_w, out_h, out).expect("sized buffer")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +171,21 @@ mod tests {
             let img = noise(w, h, i as u64);
             let want = imageops::resize(&img, ow, oh, FilterType::Triangle);
             assert!(triangle_window(&img, 0, 0, w, h, ow, oh) == want, "{w}x{h} -> {ow}x{oh}");
+        }
+    }
+
+    /// The same bytes as the crate's `thumbnail`: the detection image's
+    /// shrink by a fraction, whole ratios, one axis barely shrinking, and
+    /// the sizes it leaves to the crate (growing, the same size).
+    #[test]
+    fn thumbnail_gives_the_image_crates_pixels() {
+        for (i, &(w, h, ow, oh)) in [(500, 375, 426, 320), (640, 480, 320, 240), (777, 333, 100, 42), (300, 301, 299, 300), (7, 5, 1, 1), (4000, 3000, 40, 30), (50, 40, 60, 30), (9, 9, 9, 9)]
+            .iter()
+            .enumerate()
+        {
+            let img = noise(w, h, 100 + i as u64);
+            let want = imageops::thumbnail(&img, ow, oh);
+            assert!(thumbnail(&img, ow, oh) == want, "{w}x{h} -> {ow}x{oh}");
         }
     }
 
