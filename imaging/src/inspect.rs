@@ -125,7 +125,7 @@ pub fn inspect(bytes: &[u8], declared: Format, limits: Limits) -> Result<Inspect
     }
     // The quality estimate wants a small image: shrink the decode by an
     // integer box average (a few ms) rather than decode a second time.
-    let small = box_shrink(&decoded, (decoded.width().min(decoded.height()) / WORK_SIDE).max(1));
+    let small = crate::resize::box_shrink(&decoded, (decoded.width().min(decoded.height()) / WORK_SIDE).max(1));
     drop(decoded);
     let quality = assess(&small);
     // A face, a room, a document: refused, so it is neither kept nor scored.
@@ -135,45 +135,8 @@ pub fn inspect(bytes: &[u8], declared: Format, limits: Limits) -> Result<Inspect
     Ok(Inspection { format: actual, width, height, quality })
 }
 
-/// Averages `k`x`k` blocks (a partial last row or column of blocks is dropped).
-fn box_shrink(img: &image::RgbImage, k: u32) -> image::RgbImage {
-    if k == 1 {
-        return img.clone();
-    }
-    let (w, h) = (img.width() / k, img.height() / k);
-    let src = img.as_raw();
-    let stride = img.width() as usize * 3;
-    let mut out = vec![0u8; (w * h * 3) as usize];
-    let mut sums = vec![0u32; w as usize * 3];
-    for by in 0..h as usize {
-        sums.iter_mut().for_each(|s| *s = 0);
-        for row in &src[by * k as usize * stride..(by + 1) * k as usize * stride].chunks_exact(stride).collect::<Vec<_>>() {
-            for (bx, block) in row[..w as usize * k as usize * 3].chunks_exact(k as usize * 3).enumerate() {
-                for px in block.chunks_exact(3) {
-                    sums[bx * 3] += px[0] as u32;
-                    sums[bx * 3 + 1] += px[1] as u32;
-                    sums[bx * 3 + 2] += px[2] as u32;
-                }
-            }
-        }
-        let n = k * k;
-        for (o, s) in out[by * w as usize * 3..(by + 1) * w as usize * 3].iter_mut().zip(&sums) {
-            *o = (s / n) as u8;
-        }
-    }
-    image::RgbImage::from_raw(w, h, out).unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn box_shrink_averages_blocks() {
-        let img = image::RgbImage::from_fn(9, 4, |x, _| image::Rgb([if x % 2 == 0 { 0 } else { 200 }, 10, 20]));
-        let s = super::box_shrink(&img, 2);
-        assert_eq!(s.dimensions(), (4, 2));
-        assert!(s.pixels().all(|p| p.0 == [100, 10, 20]), "{s:?}");
-    }
-
     /// Scans damaged in the ways a decoder can see (cut short with the end
     /// marker put back, invalid Huffman codes, a restart marker out of order)
     /// fail at the smallest DCT scale exactly as in a full decode, and the

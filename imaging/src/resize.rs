@@ -100,10 +100,10 @@ pub(crate) fn triangle_window(img: &RgbImage, x0: i64, y0: i64, w: u32, h: u32, 
 
 /// `imageops::thumbnail(img, out_w, out_h)`: where both axes shrink, every
 /// output pixel is the rounded mean of a block of source pixels, and this
-/// takes the crate's block bounds and rounding, so gives the same pixels,
-/// summing a row of blocks at a time instead of calling a generic accessor
-/// per source pixel (which cost a fifth of the preprocessing of a photo).
-/// Anything else (growing, or a block of no pixels) is left to the crate.
+/// takes the crate's block bounds and rounding, so gives the same pixels
+/// without the crate's generic accessor per source pixel (which cost a
+/// fifth of the preprocessing of a photo). Anything else (growing, or a
+/// block of no pixels) is left to the crate.
 pub(crate) fn thumbnail(img: &RgbImage, out_w: u32, out_h: u32) -> RgbImage {
     let (w, h) = img.dimensions();
     // The crate's bounds: [ceil(o * ratio), ceil(o * ratio + ratio)), clamped.
@@ -118,35 +118,52 @@ pub(crate) fn thumbnail(img: &RgbImage, out_w: u32, out_h: u32) -> RgbImage {
             })
             .collect()
     };
-    if w == 0 || h == 0 || out_w == 0 || out_h == 0 || out_w > w || out_h > h {
-        return image::imageops::thumbnail(img, out_w, out_h);
+    let shrinks = (1..=w).contains(&out_w) && (1..=h).contains(&out_h);
+    match shrinks.then(|| (blocks(w, out_w), blocks(h, out_h))) {
+        Some((Some(cols), Some(rows))) => block_means(img, &cols, &rows, true),
+        _ => image::imageops::thumbnail(img, out_w, out_h),
     }
-    let (Some(cols), Some(rows)) = (blocks(w, out_w), blocks(h, out_h)) else {
-        return image::imageops::thumbnail(img, out_w, out_h);
-    };
+}
+
+/// Averages `k`x`k` blocks, truncating (a partial last row or column of
+/// blocks is dropped); `k` 1 is a copy.
+pub(crate) fn box_shrink(img: &RgbImage, k: u32) -> RgbImage {
+    if k <= 1 {
+        return img.clone();
+    }
+    let k = k as usize;
+    let even = |side: u32| -> Vec<(usize, usize)> { (0..side as usize / k).map(|b| (b * k, b * k + k)).collect() };
+    block_means(img, &even(img.width()), &even(img.height()), false)
+}
+
+/// The mean of each block `cols[x]` by `rows[y]` of source pixels (half-open
+/// index ranges, none empty), rounded to nearest or truncated; the image is
+/// read once, a row of blocks at a time.
+fn block_means(img: &RgbImage, cols: &[(usize, usize)], rows: &[(usize, usize)], round: bool) -> RgbImage {
     let src = img.as_raw();
-    let stride = w as usize * 3;
+    let stride = img.width() as usize * 3;
     let mut sums = vec![0u32; stride];
-    let mut out = Vec::with_capacity(out_w as usize * out_h as usize * 3);
-    for &(top, bottom) in &rows {
+    let mut out = Vec::with_capacity(cols.len() * rows.len() * 3);
+    for &(top, bottom) in rows {
         sums.iter_mut().for_each(|s| *s = 0);
         for line in src[top * stride..bottom * stride].chunks_exact(stride) {
             for (s, &v) in sums.iter_mut().zip(line) {
                 *s += u32::from(v);
             }
         }
-        for &(left, right) in &cols {
+        for &(left, right) in cols {
             let n = ((right - left) * (bottom - top)) as u32;
+            let bias = if round { n / 2 } else { 0 };
             let mut acc = [0u32; 3];
             for px in sums[left * 3..right * 3].chunks_exact(3) {
                 acc[0] += px[0];
                 acc[1] += px[1];
                 acc[2] += px[2];
             }
-            out.extend(acc.map(|a| ((a + n / 2) / n).min(255) as u8));
+            out.extend(acc.map(|a| ((a + bias) / n).min(255) as u8));
         }
     }
-    RgbImage::from_raw(out_w, out_h, out).expect("sized buffer")
+    RgbImage::from_raw(cols.len() as u32, rows.len() as u32, out).expect("sized buffer")
 }
 
 #[cfg(test)]
@@ -187,6 +204,26 @@ mod tests {
             let want = imageops::thumbnail(&img, ow, oh);
             assert!(thumbnail(&img, ow, oh) == want, "{w}x{h} -> {ow}x{oh}");
         }
+    }
+
+    /// Each output pixel is its block's mean, truncated; the last partial
+    /// row and column of blocks are dropped.
+    #[test]
+    fn box_shrink_averages_blocks() {
+        let img = RgbImage::from_fn(9, 4, |x, _| image::Rgb([if x % 2 == 0 { 0 } else { 200 }, 10, 20]));
+        let s = box_shrink(&img, 2);
+        assert_eq!(s.dimensions(), (4, 2));
+        assert!(s.pixels().all(|p| p.0 == [100, 10, 20]), "{s:?}");
+        let img = noise(50, 38, 7);
+        let s = box_shrink(&img, 3);
+        assert_eq!(s.dimensions(), (16, 12));
+        for (bx, by, px) in s.enumerate_pixels() {
+            for c in 0..3 {
+                let sum: u32 = (0..9).map(|i| u32::from(img.get_pixel(bx * 3 + i % 3, by * 3 + i / 3).0[c])).sum();
+                assert_eq!(px.0[c] as u32, sum / 9, "block ({bx}, {by}), channel {c}");
+            }
+        }
+        assert!(box_shrink(&img, 1) == img);
     }
 
     /// A window reaching past the image reads black there: the same as
