@@ -114,30 +114,44 @@ fn columns(t: &Tensors) -> (Vec<bool>, Vec<bool>, Vec<bool>, Vec<bool>) {
 
 fn report(name: &str, e: &model::Evaluation) {
     let ci = |c: Option<[f64; 2]>| c.map(|[a, b]| format!(" ({a:.3}-{b:.3})")).unwrap_or_default();
+    // Gaps can be negative: the model ahead of the oracle in a resample.
+    let gap = |c: Option<[f64; 2]>| c.map(|[a, b]| format!(" (95% CI {a:.4} to {b:.4})")).unwrap_or_default();
     println!(
-        "{name:<10} n={} ({} glaucoma)  AUC {:.4}{}  sensitivity {:.3}{} at specificity {:.3}{}  pAUC(90-100%) {:.4}  gradability AUC {:.4}  ECE {:.3}",
-        e.n, e.positives, e.auc, ci(e.auc_ci95), e.sensitivity, ci(e.sensitivity_ci95), e.specificity, ci(e.specificity_ci95), e.partial_auc_90, e.gradable_auc, e.calibration_error
+        "{name:<10} n={} ({} glaucoma)  AUC {:.4}{}  sensitivity {:.3}{} at specificity {:.3}{}  pAUC(90-100%) {:.4}  gradability AUC {:.4}  ECE {:.3}{}",
+        e.n, e.positives, e.auc, ci(e.auc_ci95), e.sensitivity, ci(e.sensitivity_ci95), e.specificity, ci(e.specificity_ci95), e.partial_auc_90, e.gradable_auc, e.calibration_error, ci(e.calibration_error_ci95)
     );
     if let (Some(auc), Some(sens)) = (e.oracle_auc, e.oracle_sensitivity) {
         println!(
-            "{:<10} oracle (the generator's own probability, the ceiling): AUC {auc:.4}, sensitivity {sens:.3} at specificity {:.3}; the model is {:.4} AUC and {:.3} sensitivity short of it",
-            "", e.specificity, auc - e.auc, sens - e.sensitivity
+            "{:<10} oracle (the generator's own probability, the ceiling): AUC {auc:.4}, sensitivity {sens:.3} at specificity {:.3}",
+            "", e.specificity
+        );
+        println!(
+            "{:<10} the model is short of it by {:.4} AUC{} and {:.3} sensitivity{} (paired bootstrap over the same photos)",
+            "", auc - e.auc, gap(e.auc_gap_ci95), sens - e.sensitivity, gap(e.sensitivity_gap_ci95)
         );
     }
     if let Some(ece) = e.oracle_calibration_error {
-        println!("{:<10} the oracle's own calibration error on these photos (calibrated by construction: sampling alone): {ece:.3}", "");
+        println!(
+            "{:<10} the oracle's own calibration error on these photos (calibrated by construction: sampling alone): {ece:.3}; the model's exceeds it by {:.4}{}",
+            "", e.calibration_error - ece, gap(e.calibration_gap_ci95)
+        );
     }
     if let Some(auc) = e.oracle_gradable_auc {
-        println!("{:<10} gradability oracle (the generator's own probability of a gradable call): AUC {auc:.4}; the model is {:.4} short of it", "", auc - e.gradable_auc);
+        println!(
+            "{:<10} gradability oracle (the generator's own probability of a gradable call): AUC {auc:.4}; the model is {:.4}{} short of it",
+            "", auc - e.gradable_auc, gap(e.gradable_auc_gap_ci95)
+        );
     }
 }
 
-fn oracle(s: &[model::data::Sample]) -> Vec<Option<f32>> {
-    s.iter().map(|x| x.oracle_p).collect()
-}
-
-fn gradable_oracle(s: &[model::data::Sample]) -> Vec<Option<f32>> {
-    s.iter().map(|x| x.gradable_p).collect()
+/// Glaucoma scores `g` and gradability scores `q` judged against the labels
+/// of `t`, with the oracle's figures where `samples` (the photos of `t`, in
+/// order) carry the generator's probabilities.
+fn judged(g: &[f32], q: &[f32], t: &Tensors, samples: &[model::data::Sample], threshold: Option<f32>) -> model::Evaluation {
+    let (gl, gm, ql, qm) = columns(t);
+    let oracle: Vec<Option<f32>> = samples.iter().map(|x| x.oracle_p).collect();
+    let gradable_oracle: Vec<Option<f32>> = samples.iter().map(|x| x.gradable_p).collect();
+    evaluate(g, &gl, &gm, q, &ql, &qm, threshold).with_oracle(g, &oracle, &gl, &gm).with_gradable_oracle(q, &gradable_oracle, &ql, &qm)
 }
 
 pub async fn train(a: TrainArgs) -> anyhow::Result<()> {
@@ -216,11 +230,11 @@ pub async fn train(a: TrainArgs) -> anyhow::Result<()> {
     // fixed there on calibrated scores, and both are applied to test data.
     let sig = |z: &[f32]| z.iter().map(|&z| calibrate::sigmoid(z)).collect::<Vec<f32>>();
     let (vz, vq) = train::predict_logits(&trained.net, &val_t.x, &prep, device, 64);
-    let (gl, gm, ql, qm) = columns(&val_t);
+    let (gl, gm, _, _) = columns(&val_t);
     let (fz, fl): (Vec<f32>, Vec<bool>) = (0..gm.len()).filter(|&i| gm[i]).map(|i| (vz[i], gl[i])).unzip();
     let platt = calibrate::fit(&fz, &fl);
     let cal = |z: &[f32]| z.iter().map(|&z| platt.prob(z)).collect::<Vec<f32>>();
-    let validation = evaluate(&cal(&vz), &gl, &gm, &sig(&vq), &ql, &qm, None).with_oracle(&oracle(&va), &gl, &gm).with_gradable_oracle(&gradable_oracle(&va), &ql, &qm);
+    let validation = judged(&cal(&vz), &sig(&vq), &val_t, &va, None);
     let threshold = validation.threshold;
     let floor = calibrate::band_floor(threshold, a.uncertain_odds);
     let in_band = fz.iter().map(|&z| platt.prob(z)).filter(|&p| p >= floor && p < threshold).count();
@@ -235,8 +249,7 @@ pub async fn train(a: TrainArgs) -> anyhow::Result<()> {
     };
     let test = test_t.as_ref().map(|t| {
         let (z, q) = train::predict_logits(&trained.net, &t.x, &prep, device, 64);
-        let (gl, gm, ql, qm) = columns(t);
-        evaluate(&cal(&z), &gl, &gm, &sig(&q), &ql, &qm, Some(threshold)).with_oracle(&oracle(&te), &gl, &gm).with_gradable_oracle(&gradable_oracle(&te), &ql, &qm)
+        judged(&cal(&z), &sig(&q), t, &te, Some(threshold))
     });
     trained.vs.save(a.out.join(WEIGHTS_FILE))?;
     let card = ModelCard {
@@ -326,8 +339,7 @@ pub fn evaluate_cmd(a: EvaluateArgs) -> anyhow::Result<()> {
         g.extend(s.glaucoma);
         q.extend(s.gradable);
     }
-    let (gl, gm, ql, qm) = columns(&t);
-    let e = evaluate(&g, &gl, &gm, &q, &ql, &qm, Some(card.threshold)).with_oracle(&oracle(&samples), &gl, &gm).with_gradable_oracle(&gradable_oracle(&samples), &ql, &qm);
+    let e = judged(&g, &q, &t, &samples, Some(card.threshold));
     let out = a.out.unwrap_or(a.model);
     std::fs::create_dir_all(&out)?;
     roc_png(&e.roc, Some((1.0 - e.specificity, e.sensitivity)), &out.join("roc.png"))?;

@@ -72,6 +72,13 @@ fn a_small_model_trains_evaluates_and_learns_gradability() {
     let [lo, hi] = [0, 1].map(|i| e["auc_ci95"][i].as_f64().expect("AUC interval"));
     let auc = e["auc"].as_f64().expect("auc");
     assert!(lo <= auc && auc <= hi && hi - lo < 0.5, "AUC {auc} in {lo}..{hi}");
+    // The shortfall from the oracle comes with its paired interval, which
+    // holds the shortfall itself.
+    let [glo, ghi] = [0, 1].map(|i| e["auc_gap_ci95"][i].as_f64().expect("AUC gap interval"));
+    assert!(glo <= oracle - auc && oracle - auc <= ghi && report.contains("paired bootstrap"), "gap {} in {glo}..{ghi}: {report}", oracle - auc);
+    for key in ["sensitivity_gap_ci95", "calibration_error_ci95", "calibration_gap_ci95", "gradable_auc_gap_ci95"] {
+        assert!(e[key][1].as_f64() >= e[key][0].as_f64() && e[key][0].is_f64(), "{key}: {e}");
+    }
 
     // Scoring a folder offline: photos that are not of a fundus are reported
     // as such, never scored; the fundus photos beside them are.

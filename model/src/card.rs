@@ -52,6 +52,22 @@ pub struct Evaluation {
     /// probability of a gradable call, over the photos `gradable_auc` counts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oracle_gradable_auc: Option<f64>,
+    /// The calibration error's 95% interval, and paired-bootstrap 95%
+    /// intervals of how far the model falls short of the oracle on the same
+    /// photos: in AUC, in sensitivity at this evaluation's specificity, in
+    /// calibration error (the model's less the oracle's) and in gradability
+    /// AUC. Pairing removes what the photos share, so these intervals are
+    /// far narrower than the two figures' own intervals side by side.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration_error_ci95: Option<[f64; 2]>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auc_gap_ci95: Option<[f64; 2]>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sensitivity_gap_ci95: Option<[f64; 2]>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration_gap_ci95: Option<[f64; 2]>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gradable_auc_gap_ci95: Option<[f64; 2]>,
     #[serde(skip)]
     pub roc: Vec<RocPoint>,
 }
@@ -81,25 +97,61 @@ pub fn auc_ci95(auc: f64, pos: usize, neg: usize) -> Option<[f64; 2]> {
 
 impl Evaluation {
     /// Adds the oracle's figures from the generator's `oracle_p` of each
-    /// photo (in the same order as the scores `evaluate` was given), over the
-    /// same rows; nothing when any of those photos has none.
-    pub fn with_oracle(mut self, oracle: &[Option<f32>], glaucoma: &[bool], gmask: &[bool]) -> Evaluation {
-        if let Some((os, ol)) = oracle_rows(oracle, glaucoma, gmask) {
-            self.oracle_auc = Some(metrics::auc(&os, &ol));
-            self.oracle_sensitivity = metrics::sensitivity_at_specificity(&os, &ol, self.specificity).map(|x| x.0);
-            self.oracle_calibration_error = Some(metrics::expected_calibration_error(&os, &ol, 10));
-        }
+    /// photo, and the intervals of the model's shortfall from it: `g` are
+    /// the model's scores as `evaluate` was given them, over the same rows.
+    /// Nothing when any of those photos has no `oracle_p`.
+    pub fn with_oracle(mut self, g: &[f32], oracle: &[Option<f32>], glaucoma: &[bool], gmask: &[bool]) -> Evaluation {
+        let Some((os, ol)) = oracle_rows(oracle, glaucoma, gmask) else { return self };
+        let (gs, _) = masked(g, glaucoma, gmask);
+        let (model, orc) = (metrics::Ranked::new(&gs, &ol), metrics::Ranked::new(&os, &ol));
+        self.oracle_auc = Some(metrics::roc_auc(&orc.roc(None)));
+        self.oracle_sensitivity = metrics::roc_sensitivity(&orc.roc(None), self.specificity).map(|x| x.0);
+        self.oracle_calibration_error = Some(metrics::expected_calibration_error(&os, &ol, 10));
+        let n = ol.len();
+        self.auc_gap_ci95 = metrics::bootstrap95(n, |w| metrics::roc_auc(&orc.roc(Some(w))) - metrics::roc_auc(&model.roc(Some(w))));
+        let threshold = self.threshold;
+        self.sensitivity_gap_ci95 = metrics::bootstrap95(n, |w| {
+            // The model's operating point in this resample, and the oracle's
+            // sensitivity at the specificity the model reaches there.
+            let (mut tp, mut pos, mut tn, mut neg) = (0.0, 0.0, 0.0, 0.0);
+            for i in 0..n {
+                let (k, above) = (w[i] as f64, gs[i] >= threshold);
+                if ol[i] {
+                    pos += k;
+                    tp += if above { k } else { 0.0 };
+                } else {
+                    neg += k;
+                    tn += if above { 0.0 } else { k };
+                }
+            }
+            match metrics::roc_sensitivity(&orc.roc(Some(w)), tn / neg) {
+                Some((sens, _)) if pos > 0.0 && neg > 0.0 => sens - tp / pos,
+                _ => f64::NAN,
+            }
+        });
+        self.calibration_gap_ci95 = metrics::bootstrap95(n, |w| {
+            metrics::weighted_calibration_error(&gs, &ol, 10, Some(w)) - metrics::weighted_calibration_error(&os, &ol, 10, Some(w))
+        });
         self
     }
 
     /// Adds the gradability ceiling from the generator's `gradable_p`, over
-    /// the rows the gradability AUC counts; nothing when one has none.
-    pub fn with_gradable_oracle(mut self, oracle: &[Option<f32>], gradable: &[bool], qmask: &[bool]) -> Evaluation {
-        if let Some((os, ol)) = oracle_rows(oracle, gradable, qmask) {
-            self.oracle_gradable_auc = Some(metrics::auc(&os, &ol));
-        }
+    /// the rows the gradability AUC counts, and the interval of the model's
+    /// shortfall from it (`q`: the model's gradability scores as `evaluate`
+    /// was given them); nothing when one has none.
+    pub fn with_gradable_oracle(mut self, q: &[f32], oracle: &[Option<f32>], gradable: &[bool], qmask: &[bool]) -> Evaluation {
+        let Some((os, ol)) = oracle_rows(oracle, gradable, qmask) else { return self };
+        let (qs, _) = masked(q, gradable, qmask);
+        let (model, orc) = (metrics::Ranked::new(&qs, &ol), metrics::Ranked::new(&os, &ol));
+        self.oracle_gradable_auc = Some(metrics::roc_auc(&orc.roc(None)));
+        self.gradable_auc_gap_ci95 = metrics::bootstrap95(ol.len(), |w| metrics::roc_auc(&orc.roc(Some(w))) - metrics::roc_auc(&model.roc(Some(w))));
         self
     }
+}
+
+/// The scores and labels of the masked rows.
+fn masked(scores: &[f32], labels: &[bool], mask: &[bool]) -> (Vec<f32>, Vec<bool>) {
+    (0..mask.len()).filter(|&i| mask[i]).map(|i| (scores[i], labels[i])).unzip()
 }
 
 /// The oracle's probabilities and the labels over the masked rows; `None`
@@ -189,11 +241,8 @@ pub fn evaluate(
     qmask: &[bool],
     threshold: Option<f32>,
 ) -> Evaluation {
-    let sel = |s: &[f32], l: &[bool], m: &[bool]| -> (Vec<f32>, Vec<bool>) {
-        (0..m.len()).filter(|&i| m[i]).map(|i| (s[i], l[i])).unzip()
-    };
-    let (gs, gl) = sel(g, glaucoma, gmask);
-    let (qs, ql) = sel(q, gradable, qmask);
+    let (gs, gl) = masked(g, glaucoma, gmask);
+    let (qs, ql) = masked(q, gradable, qmask);
     let threshold = threshold.or_else(|| metrics::sensitivity_at_specificity(&gs, &gl, 0.95).map(|x| x.1)).unwrap_or(0.5);
     let pos = gl.iter().filter(|&&l| l).count();
     let tp = gs.iter().zip(&gl).filter(|(s, l)| **l && **s >= threshold).count();
@@ -212,10 +261,15 @@ pub fn evaluate(
         auc_ci95: auc_ci95(auc, pos, gs.len() - pos),
         sensitivity_ci95: wilson95(tp, pos),
         specificity_ci95: wilson95(tn, gs.len() - pos),
+        calibration_error_ci95: metrics::bootstrap95(gs.len(), |w| metrics::weighted_calibration_error(&gs, &gl, 10, Some(w))),
         oracle_auc: None,
         oracle_sensitivity: None,
         oracle_calibration_error: None,
         oracle_gradable_auc: None,
+        auc_gap_ci95: None,
+        sensitivity_gap_ci95: None,
+        calibration_gap_ci95: None,
+        gradable_auc_gap_ci95: None,
         roc: metrics::roc_curve(&gs, &gl),
     }
 }
@@ -253,4 +307,62 @@ pub fn roc_png(roc: &[RocPoint], operating: Option<(f64, f64)>, path: &Path) -> 
         }
     }
     img.save(path).map_err(|e| Error::Data(format!("{}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+
+    /// 3,000 photos whose labels are drawn from the oracle's probability,
+    /// and a model that sees the oracle's logit through noise.
+    fn noisy_model() -> (Vec<f32>, Vec<f32>, Vec<bool>) {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let normal = |rng: &mut rand_chacha::ChaCha8Rng| (0..12).map(|_| rng.random_range(-0.5f32..0.5)).sum::<f32>();
+        let (mut model, mut oracle, mut labels) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..3000 {
+            let z = 2.0 * normal(&mut rng) - 1.5;
+            let p = crate::calibrate::sigmoid(z);
+            labels.push(rng.random_range(0.0f32..1.0) < p);
+            oracle.push(p);
+            model.push(crate::calibrate::sigmoid(z + 1.2 * normal(&mut rng)));
+        }
+        (model, oracle, labels)
+    }
+
+    #[test]
+    fn shortfall_from_the_oracle_has_a_paired_interval() {
+        let (g, o, l) = noisy_model();
+        let all = vec![true; l.len()];
+        let oracle: Vec<Option<f32>> = o.iter().map(|&p| Some(p)).collect();
+        let e = evaluate(&g, &l, &all, &g, &l, &all, None).with_oracle(&g, &oracle, &l, &all).with_gradable_oracle(&g, &oracle, &l, &all);
+        let inside = |x: f64, [a, b]: [f64; 2]| a <= x && x <= b;
+        let gap = e.oracle_auc.expect("oracle AUC") - e.auc;
+        let [lo, hi] = e.auc_gap_ci95.expect("AUC gap interval");
+        assert!(inside(gap, [lo, hi]) && lo > 0.0, "gap {gap} in {lo}..{hi}, clearly short");
+        let [a, b] = e.auc_ci95.expect("AUC interval");
+        assert!(hi - lo < 0.6 * (b - a), "paired {lo}..{hi} against the model's own {a}..{b}");
+        let sens_gap = e.oracle_sensitivity.expect("oracle sensitivity") - e.sensitivity;
+        assert!(inside(sens_gap, e.sensitivity_gap_ci95.expect("sensitivity gap interval")), "{sens_gap} {:?}", e.sensitivity_gap_ci95);
+        assert!(inside(e.calibration_error, e.calibration_error_ci95.expect("ECE interval")), "{e:?}");
+        let ece_gap = e.calibration_error - e.oracle_calibration_error.expect("oracle ECE");
+        assert!(inside(ece_gap, e.calibration_gap_ci95.expect("ECE gap interval")), "{ece_gap} {:?}", e.calibration_gap_ci95);
+        assert_eq!(e.gradable_auc_gap_ci95, e.auc_gap_ci95, "the same scores against the same oracle");
+
+        // The oracle against itself falls short by nothing in AUC and
+        // calibration, in every resample; in sensitivity by at most what a
+        // resample's own best threshold at that specificity gains over the
+        // fixed one.
+        let e = evaluate(&o, &l, &all, &o, &l, &all, None).with_oracle(&o, &oracle, &l, &all);
+        assert_eq!((e.auc_gap_ci95, e.calibration_gap_ci95), (Some([0.0; 2]), Some([0.0; 2])));
+        let [lo, hi] = e.sensitivity_gap_ci95.expect("sensitivity gap interval");
+        assert!(lo == 0.0 && hi < 0.01, "{lo}..{hi}");
+
+        // A photo without an oracle probability: no oracle figures at all.
+        let mut some = oracle.clone();
+        some[7] = None;
+        let e = evaluate(&g, &l, &all, &g, &l, &all, None).with_oracle(&g, &some, &l, &all);
+        assert!(e.oracle_auc.is_none() && e.auc_gap_ci95.is_none());
+    }
 }
