@@ -104,11 +104,12 @@ impl Evaluation {
         let Some((os, ol)) = oracle_rows(oracle, glaucoma, gmask) else { return self };
         let (gs, _) = masked(g, glaucoma, gmask);
         let (model, orc) = (metrics::Ranked::new(&gs, &ol), metrics::Ranked::new(&os, &ol));
-        self.oracle_auc = Some(metrics::roc_auc(&orc.roc(None)));
-        self.oracle_sensitivity = metrics::roc_sensitivity(&orc.roc(None), self.specificity).map(|x| x.0);
+        let roc = orc.roc(None);
+        self.oracle_auc = Some(metrics::roc_auc(&roc));
+        self.oracle_sensitivity = metrics::roc_sensitivity(&roc, self.specificity).map(|x| x.0);
         self.oracle_calibration_error = Some(metrics::expected_calibration_error(&os, &ol, 10));
         let n = ol.len();
-        self.auc_gap_ci95 = metrics::bootstrap95(n, |w| metrics::roc_auc(&orc.roc(Some(w))) - metrics::roc_auc(&model.roc(Some(w))));
+        self.auc_gap_ci95 = auc_gap_ci95(&orc, &model, n);
         let threshold = self.threshold;
         self.sensitivity_gap_ci95 = metrics::bootstrap95(n, |w| {
             // The model's operating point in this resample, and the oracle's
@@ -144,9 +145,15 @@ impl Evaluation {
         let (qs, _) = masked(q, gradable, qmask);
         let (model, orc) = (metrics::Ranked::new(&qs, &ol), metrics::Ranked::new(&os, &ol));
         self.oracle_gradable_auc = Some(metrics::roc_auc(&orc.roc(None)));
-        self.gradable_auc_gap_ci95 = metrics::bootstrap95(ol.len(), |w| metrics::roc_auc(&orc.roc(Some(w))) - metrics::roc_auc(&model.roc(Some(w))));
+        self.gradable_auc_gap_ci95 = auc_gap_ci95(&orc, &model, ol.len());
         self
     }
+}
+
+/// The paired-bootstrap interval of the oracle's AUC less the model's, over
+/// the same `n` photos.
+fn auc_gap_ci95(oracle: &metrics::Ranked, model: &metrics::Ranked, n: usize) -> Option<[f64; 2]> {
+    metrics::bootstrap95(n, |w| metrics::roc_auc(&oracle.roc(Some(w))) - metrics::roc_auc(&model.roc(Some(w))))
 }
 
 /// The scores and labels of the masked rows.

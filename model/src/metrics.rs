@@ -89,7 +89,7 @@ pub fn sensitivity_at_specificity(scores: &[f32], labels: &[bool], spec: f64) ->
 
 /// `sensitivity_at_specificity` on a curve already drawn.
 pub fn roc_sensitivity(roc: &[RocPoint], spec: f64) -> Option<(f64, f32)> {
-    roc.iter().filter(|p| 1.0 - p.fpr >= spec - 1e-12 && p.threshold.is_finite()).map(|p| (p.tpr, p.threshold)).last()
+    roc.iter().filter(|p| 1.0 - p.fpr >= spec - 1e-12 && p.threshold.is_finite()).map(|p| (p.tpr, p.threshold)).next_back()
 }
 
 /// Area under the ROC curve where specificity is at least `min_spec`
