@@ -3,7 +3,7 @@
 
 use dicom_dictionary_std::tags;
 use dicom_object::{DefaultDicomObject, OpenFileOptions, file::ReadPreamble};
-use dicom_pixeldata::PixelDecoder;
+use dicom_pixeldata::{ConvertOptions, DecodedPixelData, PhotometricInterpretation, PixelDecoder, VoiLutOption};
 use image::RgbImage;
 
 use crate::container::Header;
@@ -158,10 +158,48 @@ pub fn decode(bytes: &[u8]) -> Result<RgbImage, Reject> {
     // a refusal of the file, never the caller's crash.
     let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let d = obj.decode_pixel_data_frame(0).map_err(|e| Reject::DicomUnsupported(format!("transfer syntax {ts}: {e}")))?;
-        d.to_dynamic_image(0).map_err(|e| Reject::DicomUnsupported(format!("pixel data of transfer syntax {ts}: {e}")))
+        to_rgb(&d, obj.element(tags::WINDOW_CENTER).is_ok()).map_err(|e| Reject::DicomUnsupported(format!("pixel data of transfer syntax {ts}: {e}")))
     }))
     .map_err(|_| Reject::DicomUnsupported(format!("the decoder failed on this pixel data (transfer syntax {ts})")))??;
-    Ok(decoded.into_rgb8())
+    Ok(decoded)
+}
+
+/// A decoded frame as 8-bit RGB, as a viewer shows it: colour samples as
+/// stored (YBR converted to RGB, 16 bits narrowed to 8), grey ones through
+/// the modality rescale and the file's window (its full range when it has
+/// none), MONOCHROME1 inverted.
+fn to_rgb(d: &DecodedPixelData, has_window: bool) -> Result<RgbImage, String> {
+    let err = |e: dicom_pixeldata::Error| e.to_string();
+    let pi = d.photometric_interpretation();
+    let rgb: Vec<u8> = match d.samples_per_pixel() {
+        3 => {
+            let v: Vec<u8> = match d.bits_allocated() {
+                8 => d.to_vec_frame(0).map_err(err)?,
+                16 => d.to_vec_frame::<u16>(0).map_err(err)?.into_iter().map(|x| (x >> 8) as u8).collect(),
+                bits => return Err(format!("{bits}-bit colour samples")),
+            };
+            match pi {
+                PhotometricInterpretation::Rgb => v,
+                PhotometricInterpretation::YbrFull => v.chunks_exact(3).flat_map(|p| ybr_to_rgb(p[0], p[1], p[2])).collect(),
+                pi => return Err(format!("photometric interpretation {pi}")),
+            }
+        }
+        1 => {
+            let voi = if has_window { VoiLutOption::First } else { VoiLutOption::Normalize };
+            let v: Vec<u8> = d.to_vec_frame_with_options(0, &ConvertOptions::new().with_voi_lut(voi)).map_err(err)?;
+            let invert = *pi == PhotometricInterpretation::Monochrome1;
+            v.into_iter().flat_map(|g| [if invert { 255 - g } else { g }; 3]).collect()
+        }
+        spp => return Err(format!("{spp} samples per pixel")),
+    };
+    RgbImage::from_raw(d.columns(), d.rows(), rgb).ok_or_else(|| "fewer samples than rows × columns".into())
+}
+
+/// Full-range YCbCr (ITU-R BT.601, as JPEG and YBR_FULL use it) to RGB.
+fn ybr_to_rgb(y: u8, cb: u8, cr: u8) -> [u8; 3] {
+    let (y, cb, cr) = (f32::from(y), f32::from(cb) - 128.0, f32::from(cr) - 128.0);
+    let c = |v: f32| v.round().clamp(0.0, 255.0) as u8;
+    [c(y + 1.402 * cr), c(y - 0.344_136 * cb - 0.714_136 * cr), c(y + 1.772 * cb)]
 }
 
 #[cfg(test)]
@@ -185,6 +223,42 @@ mod tests {
         assert_eq!(got.dimensions(), want.dimensions());
         let diff: u64 = got.as_raw().iter().zip(want.as_raw()).map(|(a, b)| u64::from(a.abs_diff(*b))).sum();
         assert!(diff as f64 / (got.as_raw().len() as f64) < 2.0, "mean difference {}", diff as f64 / got.as_raw().len() as f64);
+    }
+
+    fn native(pixels: Vec<u8>, photometric: &str, samples: u16, w: u32, h: u32) -> Vec<u8> {
+        use dicom_core::{DataElement, PrimitiveValue, VR};
+        let px = DataElement::new(tags::PIXEL_DATA, VR::OB, PrimitiveValue::from(pixels));
+        crate::synth::encode::dicom_file(Some(px), "1.2.840.10008.1.2.1", photometric, samples, w, h, 3)
+    }
+
+    /// Native YBR_FULL samples are converted to RGB, not shown as they are.
+    #[test]
+    fn native_ybr_full_is_converted_to_rgb() {
+        let img = crate::synth::render(&crate::synth::Params::healthy(96, 64, 5));
+        let ybr: Vec<u8> = img
+            .pixels()
+            .flat_map(|p| {
+                let [r, g, b] = p.0.map(f32::from);
+                let y = 0.299 * r + 0.587 * g + 0.114 * b;
+                [y, 128.0 + (b - y) / 1.772, 128.0 + (r - y) / 1.402].map(|v| v.round().clamp(0.0, 255.0) as u8)
+            })
+            .collect();
+        let got = decode(&native(ybr, "YBR_FULL", 3, 96, 64)).expect("decodes");
+        let worst = got.as_raw().iter().zip(img.as_raw()).map(|(a, b)| a.abs_diff(*b)).max();
+        assert!(worst <= Some(2), "largest difference from the RGB photo: {worst:?}");
+    }
+
+    /// Grey samples without a window are stretched to the full range, and
+    /// MONOCHROME1 (white is zero) is inverted.
+    #[test]
+    fn grey_photos_are_windowed_and_monochrome1_inverted() {
+        let grey: Vec<u8> = (0..64 * 32).map(|i| 20 + (i % 64) as u8 * 2).collect(); // 20..=146, left to right
+        let m2 = decode(&native(grey.clone(), "MONOCHROME2", 1, 64, 32)).expect("MONOCHROME2");
+        let m1 = decode(&native(grey, "MONOCHROME1", 1, 64, 32)).expect("MONOCHROME1");
+        let row: Vec<u8> = (0..64).map(|x| m2.get_pixel(x, 5).0[0]).collect();
+        assert!(m2.pixels().all(|p| p.0[0] == p.0[1] && p.0[1] == p.0[2]), "grey stays grey");
+        assert!(row[0] < 3 && row[63] > 252 && row.windows(2).all(|w| w[0] < w[1]), "stretched, in order: {row:?}");
+        assert!(m1.pixels().zip(m2.pixels()).all(|(a, b)| a.0[0] == 255 - b.0[0]), "MONOCHROME1 is the negative");
     }
 
     #[test]

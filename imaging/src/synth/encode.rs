@@ -12,7 +12,7 @@ pub const DICOM_IDENTITY: [&str; 4] = ["Doe^Jane", "MRN-0042", "19500101", "CAM-
 pub fn to_dicom(img: Option<&RgbImage>, width: u32, height: u32, seed: u64) -> Vec<u8> {
     use dicom_core::{DataElement, PrimitiveValue, VR};
     let pixels = img.map(|i| DataElement::new(dicom_dictionary_std::tags::PIXEL_DATA, VR::OB, PrimitiveValue::from(i.as_raw().clone())));
-    dicom_file(pixels, "1.2.840.10008.1.2.1", "RGB", width, height, seed)
+    dicom_file(pixels, "1.2.840.10008.1.2.1", "RGB", 3, width, height, seed)
 }
 
 /// The same with the camera's JPEG kept as it is: JPEG Baseline transfer
@@ -23,7 +23,7 @@ pub fn to_dicom_jpeg(jpeg: &[u8], width: u32, height: u32, seed: u64) -> Vec<u8>
     use dicom_core::{DataElement, VR};
     let fragments = PixelFragmentSequence::new_fragments(vec![pad_even(jpeg.to_vec())]);
     let pixels = DataElement::new(dicom_dictionary_std::tags::PIXEL_DATA, VR::OB, Value::from(fragments));
-    dicom_file(Some(pixels), "1.2.840.10008.1.2.4.50", "YBR_FULL_422", width, height, seed)
+    dicom_file(Some(pixels), "1.2.840.10008.1.2.4.50", "YBR_FULL_422", 3, width, height, seed)
 }
 
 /// DICOM values have even lengths: a JPEG of odd length gets a trailing zero.
@@ -34,10 +34,12 @@ fn pad_even(mut v: Vec<u8>) -> Vec<u8> {
     v
 }
 
-fn dicom_file(
+/// A file of 8-bit samples (`samples` per pixel) as the camera would write it.
+pub(crate) fn dicom_file(
     pixels: Option<dicom_core::DataElement<dicom_object::InMemDicomObject>>,
     transfer_syntax: &str,
     photometric: &str,
+    samples: u16,
     width: u32,
     height: u32,
     seed: u64,
@@ -58,7 +60,7 @@ fn dicom_file(
         s(tags::PATIENT_ID, VR::LO, DICOM_IDENTITY[1]),
         s(tags::PATIENT_BIRTH_DATE, VR::DA, DICOM_IDENTITY[2]),
         s(tags::DEVICE_SERIAL_NUMBER, VR::LO, DICOM_IDENTITY[3]),
-        u(tags::SAMPLES_PER_PIXEL, 3),
+        u(tags::SAMPLES_PER_PIXEL, samples),
         s(tags::PHOTOMETRIC_INTERPRETATION, VR::CS, photometric),
         u(tags::PLANAR_CONFIGURATION, 0),
         u(tags::ROWS, height as u16),

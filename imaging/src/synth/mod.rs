@@ -7,7 +7,7 @@
 //! Here: what a photo is (`Params`, `Look`) and how the two tasks draw one;
 //! `render` paints it, `encode` writes it as a camera would.
 
-mod encode;
+pub(crate) mod encode;
 mod render;
 
 pub use encode::{DICOM_IDENTITY, to_dicom, to_dicom_jpeg, to_jpeg};
