@@ -158,7 +158,7 @@ pub fn decode(bytes: &[u8]) -> Result<RgbImage, Reject> {
     // a refusal of the file, never the caller's crash.
     let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let d = obj.decode_pixel_data_frame(0).map_err(|e| Reject::DicomUnsupported(format!("transfer syntax {ts}: {e}")))?;
-        to_rgb(&d, obj.element(tags::WINDOW_CENTER).is_ok()).map_err(|e| Reject::DicomUnsupported(format!("pixel data of transfer syntax {ts}: {e}")))
+        to_rgb(&d).map_err(|e| Reject::DicomUnsupported(format!("pixel data of transfer syntax {ts}: {e}")))
     }))
     .map_err(|_| Reject::DicomUnsupported(format!("the decoder failed on this pixel data (transfer syntax {ts})")))??;
     Ok(decoded)
@@ -168,7 +168,7 @@ pub fn decode(bytes: &[u8]) -> Result<RgbImage, Reject> {
 /// stored (YBR converted to RGB, 16 bits narrowed to 8), grey ones through
 /// the modality rescale and the file's window (its full range when it has
 /// none), MONOCHROME1 inverted.
-fn to_rgb(d: &DecodedPixelData, has_window: bool) -> Result<RgbImage, String> {
+fn to_rgb(d: &DecodedPixelData) -> Result<RgbImage, String> {
     let err = |e: dicom_pixeldata::Error| e.to_string();
     let pi = d.photometric_interpretation();
     let rgb: Vec<u8> = match d.samples_per_pixel() {
@@ -185,7 +185,7 @@ fn to_rgb(d: &DecodedPixelData, has_window: bool) -> Result<RgbImage, String> {
             }
         }
         1 => {
-            let voi = if has_window { VoiLutOption::First } else { VoiLutOption::Normalize };
+            let voi = if d.window().map_err(err)?.is_some() { VoiLutOption::First } else { VoiLutOption::Normalize };
             let v: Vec<u8> = d.to_vec_frame_with_options(0, &ConvertOptions::new().with_voi_lut(voi)).map_err(err)?;
             let invert = *pi == PhotometricInterpretation::Monochrome1;
             v.into_iter().flat_map(|g| [if invert { 255 - g } else { g }; 3]).collect()
