@@ -166,8 +166,8 @@ pub fn decode(bytes: &[u8]) -> Result<RgbImage, Reject> {
 
 /// A decoded frame as 8-bit RGB, as a viewer shows it: colour samples as
 /// stored (YBR converted to RGB, 16 bits narrowed to 8), grey ones through
-/// the modality rescale and the file's window (its full range when it has
-/// none), MONOCHROME1 inverted.
+/// the modality rescale and the file's VOI LUT, else its window, else its
+/// full range; MONOCHROME1 inverted.
 fn to_rgb(d: &DecodedPixelData) -> Result<RgbImage, String> {
     let err = |e: dicom_pixeldata::Error| e.to_string();
     let pi = d.photometric_interpretation();
@@ -185,14 +185,44 @@ fn to_rgb(d: &DecodedPixelData) -> Result<RgbImage, String> {
             }
         }
         1 => {
-            let voi = if d.window().map_err(err)?.is_some() { VoiLutOption::First } else { VoiLutOption::Normalize };
-            let v: Vec<u8> = d.to_vec_frame_with_options(0, &ConvertOptions::new().with_voi_lut(voi)).map_err(err)?;
+            let v: Vec<u8> = match d.voi_lut_sequence().map_err(err)? {
+                Some([lut, ..]) => {
+                    let opts = ConvertOptions::new().with_voi_lut(VoiLutOption::Identity);
+                    let rescaled: Vec<f64> = d.to_vec_frame_with_options(0, &opts).map_err(err)?;
+                    through_lut(&rescaled, lut.min_pixel_value, &lut.data)
+                }
+                _ => {
+                    let voi = if d.window().map_err(err)?.is_some() { VoiLutOption::First } else { VoiLutOption::Normalize };
+                    let opts = ConvertOptions::new().with_voi_lut(voi);
+                    // Deeper samples come out of the window at 16 bits.
+                    match d.bits_allocated() {
+                        8 => d.to_vec_frame_with_options(0, &opts).map_err(err)?,
+                        _ => d.to_vec_frame_with_options::<u16>(0, &opts).map_err(err)?.into_iter().map(|g| (g >> 8) as u8).collect(),
+                    }
+                }
+            };
             let invert = *pi == PhotometricInterpretation::Monochrome1;
             v.into_iter().flat_map(|g| [if invert { 255 - g } else { g }; 3]).collect()
         }
         spp => return Err(format!("{spp} samples per pixel")),
     };
     RgbImage::from_raw(d.columns(), d.rows(), rgb).ok_or_else(|| "fewer samples than rows × columns".into())
+}
+
+/// Modality-rescaled values through a VOI LUT (its first entry maps `first`,
+/// values outside it take the nearest end), to 8 bits by the depth its
+/// entries span (devices declare 16 bits for 12-bit tables).
+fn through_lut(values: &[f64], first: i32, table: &[u16]) -> Vec<u8> {
+    let top = table.iter().copied().max().unwrap_or(0);
+    let full = f64::from(u32::MAX >> (32 - (u16::BITS - top.leading_zeros()).clamp(1, 16)));
+    let last = table.len().saturating_sub(1) as f64;
+    values
+        .iter()
+        .map(|&v| {
+            let i = (v.round() - f64::from(first)).clamp(0.0, last) as usize;
+            (f64::from(table[i]) * 255.0 / full).round() as u8
+        })
+        .collect()
 }
 
 /// Full-range YCbCr (ITU-R BT.601, as JPEG and YBR_FULL use it) to RGB.
@@ -259,6 +289,61 @@ mod tests {
         assert!(m2.pixels().all(|p| p.0[0] == p.0[1] && p.0[1] == p.0[2]), "grey stays grey");
         assert!(row[0] < 3 && row[63] > 252 && row.windows(2).all(|w| w[0] < w[1]), "stretched, in order: {row:?}");
         assert!(m1.pixels().zip(m2.pixels()).all(|(a, b)| a.0[0] == 255 - b.0[0]), "MONOCHROME1 is the negative");
+    }
+
+    /// A native grey file with more elements (bit depth, window, VOI LUT) put in.
+    fn grey_with(pixels: dicom_core::DataElement<dicom_object::InMemDicomObject>, w: u32, extra: Vec<dicom_core::DataElement<dicom_object::InMemDicomObject>>) -> Vec<u8> {
+        let mut obj = parse(&crate::synth::encode::dicom_file(Some(pixels), "1.2.840.10008.1.2.1", "MONOCHROME2", 1, w, 2, 3)).expect("parses");
+        for e in extra {
+            obj.put(e);
+        }
+        let mut out = Vec::new();
+        obj.write_all(&mut out).expect("writes");
+        out
+    }
+
+    fn us(tag: dicom_core::Tag, v: &[u16]) -> dicom_core::DataElement<dicom_object::InMemDicomObject> {
+        dicom_core::DataElement::new(tag, dicom_core::VR::US, dicom_core::PrimitiveValue::U16(v.into()))
+    }
+
+    /// 12-bit grey in 16-bit samples shown through its window: black below
+    /// it, white above, in order within.
+    #[test]
+    fn sixteen_bit_grey_is_shown_through_its_window() {
+        use dicom_core::{DataElement, PrimitiveValue, VR};
+        let values: Vec<u16> = (0..2 * 256).map(|i| (i % 256) as u16 * 16).collect(); // 0..=4080, left to right
+        let px = DataElement::new(tags::PIXEL_DATA, VR::OW, PrimitiveValue::U16(values.into()));
+        let ds = |tag, v: &str| DataElement::new(tag, VR::DS, PrimitiveValue::from(v));
+        let file = grey_with(px, 256, vec![
+            us(tags::BITS_ALLOCATED, &[16]),
+            us(tags::BITS_STORED, &[12]),
+            us(tags::HIGH_BIT, &[11]),
+            ds(tags::WINDOW_CENTER, "2048"),
+            ds(tags::WINDOW_WIDTH, "1024"),
+        ]);
+        let img = decode(&file).expect("decodes");
+        let row: Vec<u8> = (0..256).map(|x| img.get_pixel(x, 1).0[0]).collect();
+        // Below 1536 (x < 96) black, above 2560 (x > 160) white.
+        assert!(row[..95].iter().all(|&g| g == 0) && row[161..].iter().all(|&g| g == 255), "{row:?}");
+        assert!(row[96..=160].windows(2).all(|w| w[0] < w[1]), "in order inside the window: {:?}", &row[96..=160]);
+    }
+
+    /// A VOI LUT sequence, when the file has one, is what maps grey values
+    /// (here a table that inverts and halves, over part of the range).
+    #[test]
+    fn a_voi_lut_sequence_maps_grey_samples() {
+        use dicom_core::value::DataSetSequence;
+        use dicom_core::{DataElement, PrimitiveValue, VR};
+        let grey: Vec<u8> = (0..2 * 256).map(|i| (i % 256) as u8).collect();
+        let px = DataElement::new(tags::PIXEL_DATA, VR::OB, PrimitiveValue::from(grey));
+        // Entries for 64..=191; 8 bits (its top entry 254 spans them).
+        let table: Vec<u16> = (0..128).map(|i| 254 - 2 * i).collect();
+        let item = dicom_object::InMemDicomObject::from_element_iter([us(tags::LUT_DESCRIPTOR, &[128, 64, 8]), us(tags::LUT_DATA, &table)]);
+        let seq = DataElement::new(tags::VOILUT_SEQUENCE, VR::SQ, DataSetSequence::from(vec![item]));
+        let img = decode(&grey_with(px, 256, vec![seq])).expect("decodes");
+        let row: Vec<u8> = (0..256).map(|x| img.get_pixel(x, 0).0[0]).collect();
+        let want: Vec<u8> = (0..256).map(|x: i32| (254 - 2 * (x - 64).clamp(0, 127)) as u8).collect();
+        assert_eq!(row, want);
     }
 
     #[test]
