@@ -11,12 +11,15 @@ fn fundus(args: &[&str]) -> String {
 #[test]
 fn a_small_model_trains_evaluates_and_learns_gradability() {
     let dir = tests::root().join(".stack/tests").join(format!("train-{}", std::process::id()));
-    let (data, out) = (dir.join("data"), dir.join("model"));
+    let (data, heldout, out) = (dir.join("data"), dir.join("heldout"), dir.join("model"));
     let s = |p: &Path| p.to_string_lossy().into_owned();
-    fundus(&["synth", "--n", "240", "--seed", "9", "--size", "640x480", "--out", &s(&data)]);
+    fundus(&["synth", "--n", "480", "--seed", "9", "--size", "640x480", "--out", &s(&data)]);
+    // Judged on photos drawn with another seed: a 72-photo validation split
+    // is too few to tell a model that learned from one that did not.
+    fundus(&["synth", "--n", "240", "--seed", "10", "--size", "640x480", "--out", &s(&heldout)]);
     fundus(&[
-        "train", "--data", &s(&data), "--out", &s(&out), "--size", "64", "--epochs", "6",
-        "--batch-size", "16", "--patience", "6", "--seed", "2",
+        "train", "--data", &s(&data), "--out", &s(&out), "--size", "64", "--epochs", "10",
+        "--batch-size", "16", "--patience", "10", "--seed", "3",
     ]);
     for f in ["weights.safetensors", "model_card.json", "roc.png"] {
         assert!(out.join(f).is_file(), "{f} missing");
@@ -30,11 +33,8 @@ fn a_small_model_trains_evaluates_and_learns_gradability() {
     assert_eq!(card["preprocessing"]["disc_view"]["side"].as_f64().map(|s| (s - 0.5).abs() < 1e-6), Some(true), "{card}");
     assert_eq!(card["data_fingerprint"].as_str().map(str::len), Some(64));
     let history = card["history"].as_array().expect("history");
-    assert!(!history.is_empty() && history.len() <= 6);
-    // Ungradable photos (dark, burnt out, blurred, occluded, off-centre) are
-    // easy: even six short epochs must separate them well.
-    let gradable_auc = card["validation"]["gradable_auc"].as_f64().expect("gradability AUC");
-    assert!(gradable_auc > 0.8, "validation gradability AUC {gradable_auc}");
+    assert!(!history.is_empty() && history.len() <= 10);
+    assert!(card["validation"]["gradable_auc"].as_f64().is_some_and(|a| (0.0..=1.0).contains(&a)), "{card}");
     // Calibrated on validation data, with the review band written beside it:
     // it starts where the odds are half the threshold's.
     let cal = &card["calibration"];
@@ -47,13 +47,19 @@ fn a_small_model_trains_evaluates_and_learns_gradability() {
     assert!(threshold <= 0.0 || (odds(threshold) / odds(floor) - 2.0).abs() < 1e-3, "floor {floor} under threshold {threshold}");
     assert!((0.0..=1.0).contains(&cal["band_share"].as_f64().expect("band_share")), "{cal}");
 
-    let report = fundus(&["evaluate", "--model", &s(&out), "--data", &s(&data), "--out", &s(&dir.join("eval"))]);
+    let report = fundus(&["evaluate", "--model", &s(&out), "--data", &s(&heldout), "--out", &s(&dir.join("eval"))]);
     assert!(report.contains("AUC"), "{report}");
     let e: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("eval/evaluation.json")).expect("evaluation")).expect("json");
+    // Ungradable photos (dark, burnt out, blurred, occluded, off-centre) are
+    // easy: ten short epochs on 336 photos separate them well on new photos
+    // (0.93 to 0.96 over training seeds 2 to 6; 0.52 with this seed when the
+    // gradability head is given no loss).
+    let gradable_auc = e["gradable_auc"].as_f64().expect("gradability AUC");
+    assert!(gradable_auc > 0.85, "held-out gradability AUC {gradable_auc}: {report}");
     // Every gradable photo counts but those with no disc found (a few at most:
     // the report says how many), which are not judged for glaucoma.
-    let (n, gradable) = (e["n"].as_u64().expect("n"), 240 - e_ungradable(&data));
+    let (n, gradable) = (e["n"].as_u64().expect("n"), 240 - e_ungradable(&heldout));
     assert!(n <= gradable && n * 100 >= gradable * 95, "{n} of {gradable} gradable photos judged");
     assert!(report.contains("had no disc found"), "{report}");
     assert_eq!(e["threshold"].as_f64().map(|t| (t - threshold).abs() < 1e-6), Some(true));
