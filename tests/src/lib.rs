@@ -155,6 +155,12 @@ impl Harness {
     }
 
     pub async fn start_with(stack: &Stack, tweak: impl FnOnce(&mut ingest::Config)) -> Harness {
+        // The server's warnings (why it answered 503, say) go to the test's
+        // output, which the runner shows when the test fails.
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(tracing_subscriber::filter::LevelFilter::WARN)
+            .with_test_writer()
+            .try_init();
         let name = format!("t_{}", Uuid::new_v4().simple());
         let admin_url = stack.get("FUNDUS_PG_SUPERUSER_URL");
         let admin = db::connect(admin_url, 1, Duration::from_secs(10)).expect("admin pool");
