@@ -27,12 +27,14 @@ log() { printf '[stack] %s\n' "$*" >&2; }
 die() { printf '[stack] error: %s\n' "$*" >&2; exit 1; }
 
 # timed NAME CMD... : run CMD, then report its wall time (CI stage timings).
+# CMD runs as a plain command, not in an `||` list: there bash would switch
+# errexit off inside every function CMD calls, and a failed step (pip, say)
+# would go on to mark its work done. A stage that fails ends the script.
 timed() {
-    local name=$1; shift
-    local start=$SECONDS rc=0
-    "$@" || rc=$?
+    local name=$1 start=$SECONDS
+    shift
+    "$@"
     printf '[time] %s: %d s\n' "$name" "$((SECONDS - start))" >&2
-    return "$rc"
 }
 
 # as_root CMD... : run CMD as root, through sudo when we are not root already.
@@ -686,20 +688,52 @@ mesos_stop() {
 ensure_venv() {
     FUNDUS_VENV="$FUNDUS_CACHE/venv"
     local req="${FUNDUS_REQUIREMENTS:-$FUNDUS_ROOT/scripts/requirements.txt}"
-    local stamp="$FUNDUS_VENV/.requirements.sha256" want
+    local stamp="$FUNDUS_VENV/.requirements.sha256"
     if [ ! -x "$FUNDUS_VENV/bin/python" ]; then
         log "creating Python venv in $FUNDUS_VENV"
         python3 -m venv "$FUNDUS_VENV"
     fi
-    want=$(sha256sum <"$req" | cut -d' ' -f1)
     # The stamp is written only after pip succeeded, so a failed install is retried next time.
-    if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+    if ! venv_current; then
         log "installing Python packages from $req (torch with CUDA libraries is several GB)"
         "$FUNDUS_VENV/bin/python" -m pip install -q --upgrade pip
         "$FUNDUS_VENV/bin/python" -m pip install -q -r "$req"
-        echo "$want" >"$stamp"
+        sha256sum <"$req" | cut -d' ' -f1 >"$stamp"
     fi
     export FUNDUS_VENV
+}
+
+# venv_current : whether the venv holds what this checkout's requirements ask for.
+venv_current() {
+    local req="${FUNDUS_REQUIREMENTS:-$FUNDUS_ROOT/scripts/requirements.txt}"
+    [ -x "$FUNDUS_CACHE/venv/bin/python" ] &&
+        [ "$(cat "$FUNDUS_CACHE/venv/.requirements.sha256" 2>/dev/null)" = "$(sha256sum <"$req" | cut -d' ' -f1)" ]
+}
+
+# ensure_venv_beside_build CARGO_BUILD_ARGS... : ensure_venv; where pip has
+# work to do, `cargo build CARGO_BUILD_ARGS` runs beside it. On a cold machine
+# pip spends about two minutes fetching and unpacking torch with one core
+# while the other idles, and the build cannot finish before torch is there
+# (torch-sys finds libtorch through it), but nearly all of the rest can: the
+# build goes on past torch-sys's failing build script (--keep-going), and the
+# caller's own build afterwards compiles what is left. ARGS must select what
+# that build selects, so that the crates are compiled with the same features.
+ensure_venv_beside_build() {
+    if venv_current; then
+        ensure_venv
+        return
+    fi
+    mkdir -p "$FUNDUS_CACHE"
+    local prebuild_log="$FUNDUS_CACHE/prebuild.log"
+    log "building what needs no libtorch while pip installs (log: $prebuild_log)"
+    # Without LIBTORCH or LIBTORCH_USE_PYTORCH, torch-sys's build script stops at once.
+    env -u LIBTORCH -u LIBTORCH_USE_PYTORCH cargo build --keep-going -q "$@" >"$prebuild_log" 2>&1 &
+    FUNDUS_PREBUILD_PID=$!
+    # If pip fails, the script ends and the build with it.
+    trap 'kill "$FUNDUS_PREBUILD_PID" 2>/dev/null || true' EXIT
+    ensure_venv
+    wait "$FUNDUS_PREBUILD_PID" || true # torch-sys and what depends on it failed, as expected
+    trap - EXIT
 }
 
 # libtorch comes from the venv's torch wheel: tch's build finds it through
