@@ -535,7 +535,7 @@ mod tests {
         tch::manual_seed(9);
         let level = Tensor::rand([n], (Kind::Float, Device::Cpu));
         let corner = Tensor::from_slice(&(0..n).map(|i| (i % 2) as f32).collect::<Vec<_>>());
-        let mut x = (Tensor::rand([n, 3, 32, 32], (Kind::Float, Device::Cpu)) * 40.0 + level.view([n, 1, 1, 1]) * 180.0).clamp(0.0, 255.0);
+        let x = (Tensor::rand([n, 3, 32, 32], (Kind::Float, Device::Cpu)) * 40.0 + level.view([n, 1, 1, 1]) * 180.0).clamp(0.0, 255.0);
         let _ = x.narrow(2, 0, 12).narrow(3, 0, 12).g_add_(&(corner.view([n, 1, 1, 1]) * 200.0));
         tr.x = x.clamp(0.0, 255.0).to_kind(Kind::Uint8);
         tr.glaucoma = Tensor::from_slice(&(0..n).map(|i| ((i * 7 / 3) % 2) as f32).collect::<Vec<_>>());
