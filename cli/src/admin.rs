@@ -341,8 +341,12 @@ pub enum StoreCmd {
     /// another, each read back and compared by SHA-256; run it again after an
     /// interruption and it copies only what is missing. Credentials come from
     /// the same settings as the store's (FUNDUS_S3_*, FUNDUS_AZURE_*,
-    /// FUNDUS_GCS_*), so the two stores may be of different kinds.
+    /// FUNDUS_GCS_*), so the two stores may be of different kinds. Each run
+    /// is recorded in the audit trail before it reads a photo, and its outcome
+    /// when it ends.
     Copy {
+        #[command(flatten)]
+        db: ingest::DbArgs,
         #[command(flatten)]
         store: ingest::StoreArgs,
         /// The store to copy from, as FUNDUS_STORE_URL.
@@ -362,17 +366,33 @@ pub enum StoreCmd {
 }
 
 async fn store_cmd(cmd: StoreCmd) -> anyhow::Result<()> {
-    let StoreCmd::Copy { store, from, to, verify, jobs } = cmd;
+    let StoreCmd::Copy { db, store, from, to, verify, jobs } = cmd;
     let (f, t) = (from.trim().trim_end_matches('/'), to.trim().trim_end_matches('/'));
     let open = |url: &str| ingest::Store::open(&ingest::StoreArgs { store_url: url.to_owned(), ..store.clone() });
     let (src, dst) = (open(f).context("--from")?, open(t).context("--to")?);
+    // Every photo passes through this command: no audit entry, no copy.
+    let pool = pool(&db).await?;
+    let action = if verify { "store.verify" } else { "store.copy" };
+    let stores = serde_json::json!({ "from": src.describe, "to": dst.describe });
+    db::audit(&pool, "admin", action, None, stores.clone()).await.context("store_copy_unaudited: the audit trail")?;
     let started = std::time::Instant::now();
     let what = if verify { "verified" } else { "copied" };
     eprintln!("{} {} to {}", if verify { "verifying" } else { "copying" }, src.describe, dst.describe);
-    let r = store::copy::copy(&src, &dst, verify, jobs.into(), Duration::from_secs(2), |done, total, bytes| {
+    let result = store::copy::copy(&src, &dst, verify, jobs.into(), Duration::from_secs(2), |done, total, bytes| {
         eprintln!("  {done}/{total} objects, {:.1} MB written", bytes as f64 / 1e6);
     })
-    .await?;
+    .await;
+    let outcome = match &result {
+        Ok(r) => serde_json::json!({
+            "objects": r.objects, "copied": r.copied, "bytes_copied": r.bytes_copied, "present": r.present,
+            "mismatched": r.mismatched.len(), "corrupt_source": r.corrupt_source.len(), "extra": r.extra,
+        }),
+        Err(e) => serde_json::json!({ "error": e.to_string() }),
+    };
+    let mut detail = stores;
+    detail["outcome"] = outcome;
+    db::audit(&pool, "admin", &format!("{action}.end"), None, detail).await.context("the audit trail")?;
+    let r = result?;
     println!(
         "{} objects in the source: {} {what}{}, {} already there; {:.1} MB written in {:.1} s; {} at the destination only (left alone)",
         r.objects,

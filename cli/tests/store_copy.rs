@@ -1,7 +1,8 @@
 //! `fundus admin store copy`: a populated Garage store moved to Azurite, each
 //! object the same bytes on arrival; a resumed copy writes only what is
 //! missing; `--verify` finds an object that differs; and a worker scores the
-//! photos from the new store once the old one is gone.
+//! photos from the new store once the old one is gone. Every run, a refused
+//! one too, is in the audit trail, without the stores' keys.
 
 use std::process::Command;
 
@@ -22,6 +23,14 @@ fn copy(h: &Harness, to: &store::StoreArgs, extra: &[&str]) -> Command {
 fn output(c: &mut Command) -> (bool, String) {
     let out = c.output().expect("runs");
     (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// The audit trail's entries about store copies, oldest first.
+async fn audit_of_copies(h: &Harness) -> Vec<(String, serde_json::Value)> {
+    sqlx::query_as("SELECT action, detail FROM audit_log WHERE action LIKE 'store.%' ORDER BY id")
+        .fetch_all(&h.pool)
+        .await
+        .expect("audit_log")
 }
 
 #[tokio::test]
@@ -47,6 +56,15 @@ async fn a_store_moves_from_garage_to_azurite_and_the_worker_scores_from_it() {
     for k in &keys {
         assert_eq!(to.get(k).await.expect("copied"), h.store.get(k).await.expect("source"), "{k}");
     }
+    // In the audit trail: which stores, then what came of it.
+    let trail = audit_of_copies(&h).await;
+    assert_eq!(trail.iter().map(|(a, _)| a.as_str()).collect::<Vec<_>>(), ["store.copy", "store.copy.end"], "{trail:?}");
+    let (start, end) = (&trail[0].1, &trail[1].1);
+    assert!(start["from"].as_str().is_some_and(|d| d.contains(&h.config.store.store_url)), "{start}");
+    assert!(start["to"].as_str().is_some_and(|d| d.contains(&to_args.store_url)), "{start}");
+    assert_eq!((end["outcome"]["objects"].as_u64(), end["outcome"]["copied"].as_u64()), (Some(4), Some(4)), "{end}");
+    let secret = to_args.env().into_iter().find(|(k, _)| *k == "FUNDUS_AZURE_ACCESS_KEY").expect("an Azure key").1;
+    assert!(!format!("{trail:?}").contains(&secret), "the audit trail holds a store's key");
 
     // Interrupted half-way, as far as the destination can tell: two are missing.
     to.delete(&keys[0]).await.expect("delete");
@@ -74,6 +92,10 @@ async fn a_store_moves_from_garage_to_azurite_and_the_worker_scores_from_it() {
     inside.store_url = format!("{}/backup/", h.config.store.store_url);
     let (ok, text) = output(&mut copy(&h, &inside, &[]));
     assert!(!ok && text.contains("store_copy_overlap"), "{text}");
+    let trail = audit_of_copies(&h).await;
+    let (action, refused) = trail.last().expect("audited");
+    assert!(action == "store.copy.end" && refused["outcome"]["error"].as_str().is_some_and(|e| e.contains("store_copy_overlap")), "{trail:?}");
+    assert_eq!(trail.iter().filter(|(a, _)| a == "store.verify").count(), 2, "{trail:?}");
 
     // A raw photo whose bytes do not hash to its name is reported, not copied.
     let forged = store::raw_key(&"cd".repeat(32), "jpg");
