@@ -154,6 +154,60 @@ fn judged(g: &[f32], q: &[f32], t: &Tensors, samples: &[model::data::Sample], th
     evaluate(g, &gl, &gm, q, &ql, &qm, threshold).with_oracle(g, &oracle, &gl, &gm).with_gradable_oracle(q, &gradable_oracle, &ql, &qm)
 }
 
+/// What a checkpoint must have been made with for a run to resume from it:
+/// everything that shapes the weights or the data, but not the epoch budget
+/// or the patience, which a resumed run may change, nor the precision (a run
+/// begun on a CPU may go on on a GPU).
+fn run_identity(cfg: &TrainConfig, prep: &imaging::Preprocessing, tr: &[model::data::Sample], va: &[model::data::Sample]) -> serde_json::Value {
+    let mut config = serde_json::to_value(cfg).unwrap_or_default();
+    if let Some(c) = config.as_object_mut() {
+        c.remove("epochs");
+        c.remove("patience");
+        c.remove("bf16");
+    }
+    serde_json::json!({
+        "config": config,
+        "preprocessing": prep,
+        "train_data": fingerprint(tr),
+        "validation_data": fingerprint(va),
+    })
+}
+
+/// Refuses to resume from a checkpoint another run made (other data, split,
+/// network, view, findings or optimiser settings): its weights would be
+/// carried into a run they do not belong to. A new checkpoint records the run.
+fn resume_check(checkpoint: &std::path::Path, identity: serde_json::Value) -> anyhow::Result<()> {
+    let record = checkpoint.with_extension("run.json");
+    if !checkpoint.with_extension("json").exists() {
+        std::fs::write(&record, serde_json::to_vec_pretty(&identity)?).with_context(|| format!("writing {}", record.display()))?;
+        return Ok(());
+    }
+    let text = std::fs::read_to_string(&record).map_err(|_| {
+        anyhow::anyhow!("train_resume_unknown: {} holds no record of the run that made it; train again without --resume", record.display())
+    })?;
+    let made: serde_json::Value = serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("train_resume_unknown: {}: {e}", record.display()))?;
+    let mut differ = Vec::new();
+    for part in ["config", "preprocessing"] {
+        for (k, now) in identity[part].as_object().into_iter().flatten() {
+            if made[part].get(k) != Some(now) {
+                differ.push(format!("{k} {} (now {now})", made[part].get(k).map_or("none".to_owned(), ToString::to_string)));
+            }
+        }
+    }
+    for part in ["train_data", "validation_data"] {
+        if made[part] != identity[part] {
+            differ.push(format!("the {} photos", part.replace('_', " ").replace(" data", "")));
+        }
+    }
+    anyhow::ensure!(
+        differ.is_empty(),
+        "train_resume_mismatch: the checkpoint in {} was made by another run: {}; train again without --resume, or as that run did",
+        checkpoint.parent().unwrap_or(checkpoint).display(),
+        differ.join(", ")
+    );
+    Ok(())
+}
+
 pub async fn train(a: TrainArgs) -> anyhow::Result<()> {
     let started = Instant::now();
     let device = Device::cuda_if_available();
@@ -200,6 +254,9 @@ pub async fn train(a: TrainArgs) -> anyhow::Result<()> {
         anyhow::ensure!(init.is_file(), "--init {}: no such file", init.display());
     }
     let checkpoint = a.out.join("checkpoint.safetensors");
+    if a.resume {
+        resume_check(&checkpoint, run_identity(&cfg, &prep, &tr, &va))?;
+    }
     let bar = if a.no_progress { ProgressBar::hidden() } else { ProgressBar::new(0) };
     bar.set_style(
         ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} steps {msg} (eta {eta})")
@@ -225,6 +282,7 @@ pub async fn train(a: TrainArgs) -> anyhow::Result<()> {
         let _ = std::fs::remove_file(&checkpoint);
         let _ = std::fs::remove_file(checkpoint.with_extension("json"));
         let _ = std::fs::remove_file(train::findings_checkpoint(&checkpoint));
+        let _ = std::fs::remove_file(checkpoint.with_extension("run.json"));
     }
     // Calibration is fitted on validation data; the operating point is then
     // fixed there on calibrated scores, and both are applied to test data.

@@ -112,3 +112,36 @@ fn e_ungradable(data: &Path) -> u64 {
     let csv = std::fs::read_to_string(data.join("labels.csv")).expect("labels");
     csv.lines().skip(1).filter(|l| l.split(',').nth(4) == Some("0")).count() as u64
 }
+
+/// `--resume` goes on from the checkpoint of the run that made it, and
+/// refuses one another run made: other settings, other photos, or no record.
+#[test]
+fn a_run_resumes_only_from_its_own_checkpoint() {
+    let dir = tests::root().join(".stack/tests").join(format!("resume-{}", std::process::id()));
+    let (data, other, out) = (dir.join("data"), dir.join("other"), dir.join("model"));
+    let s = |p: &Path| p.to_string_lossy().into_owned();
+    fundus(&["synth", "--n", "60", "--seed", "4", "--size", "640x480", "--out", &s(&data)]);
+    fundus(&["synth", "--n", "60", "--seed", "5", "--size", "640x480", "--out", &s(&other)]);
+    let train = |data: &Path, epochs: &str, extra: &[&str]| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_fundus"));
+        c.args(["train", "--data", &s(data), "--out", &s(&out), "--size", "32", "--epochs", epochs, "--batch-size", "16", "--resume", "--no-progress"]);
+        c.args(extra);
+        let o = c.output().expect("runs");
+        (o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+    };
+    let (ok, text) = train(&data, "1", &[]);
+    assert!(ok && text.contains("epoch   1/1"), "{text}");
+    // More epochs on the same run: it goes on at the second.
+    let (ok, text) = train(&data, "2", &[]);
+    assert!(ok && text.contains("epoch   2/2") && !text.contains("epoch   1/2"), "{text}");
+    let (ok, text) = train(&data, "3", &["--lr", "0.01"]);
+    assert!(!ok && text.contains("train_resume_mismatch") && text.contains("lr 0.002 (now 0.01)"), "{text}");
+    let (ok, text) = train(&data, "3", &["--disc-side", "0.7"]);
+    assert!(!ok && text.contains("train_resume_mismatch") && text.contains("disc_view {\"side\":0.5} (now {\"side\":0.69"), "{text}");
+    let (ok, text) = train(&other, "3", &[]);
+    assert!(!ok && text.contains("train_resume_mismatch") && text.contains("the train photos"), "{text}");
+    std::fs::remove_file(out.join("checkpoint.run.json")).expect("the run's record");
+    let (ok, text) = train(&data, "3", &[]);
+    assert!(!ok && text.contains("train_resume_unknown"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

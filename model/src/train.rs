@@ -276,16 +276,25 @@ impl Findings {
     }
 }
 
+/// An epoch's figures. An AUC the validation photos cannot give (no
+/// gradability labels, say) is NaN, which JSON writes as null: read back as NaN.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct EpochLog {
     pub epoch: usize,
+    #[serde(deserialize_with = "nan_if_null")]
     pub train_loss: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub val_auc: f64,
+    #[serde(deserialize_with = "nan_if_null")]
     pub val_gradable_auc: f64,
     pub seconds: f64,
     /// The findings' own loss on the training batches (part of `train_loss`).
     #[serde(default)]
     pub findings_loss: Option<f64>,
+}
+
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(<Option<f64> as serde::Deserialize>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// What early stopping maximises: both heads matter, so the sum of their
@@ -528,6 +537,17 @@ mod tests {
     /// falls well below what guessing the mean gives (1 per measurement,
     /// ln 2 per flag), in f32 and in bf16, and photos without the finding
     /// (masked) do not count.
+    /// A NaN AUC is written as null and read back as NaN (a resumed run and
+    /// a model card read their history back).
+    #[test]
+    fn an_epoch_without_an_auc_reads_back() {
+        let e = EpochLog { epoch: 1, train_loss: 0.5, val_auc: 0.7, val_gradable_auc: f64::NAN, seconds: 1.0, findings_loss: None };
+        let text = serde_json::to_string(&e).expect("json");
+        assert!(text.contains("\"val_gradable_auc\":null"), "{text}");
+        let back: EpochLog = serde_json::from_str(&text).expect("reads back");
+        assert!(back.val_gradable_auc.is_nan() && back.val_auc == 0.7, "{back:?}");
+    }
+
     #[test]
     fn findings_are_fitted_as_auxiliary_targets() {
         let n = 64;
