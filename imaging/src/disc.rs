@@ -4,7 +4,7 @@
 //! A heuristic, not a network, so it behaves the same on real photographs as
 //! on synthetic ones: over the field of view (on a small image, as for the
 //! field of view itself), every candidate centre and three disc sizes are
-//! scored by how much paler (green plus blue) a disc-sized box is than the
+//! scored by how much paler (green, plus blue thrice) a disc-sized box is than the
 //! rings around it (a near and a far one: a disc has an edge, a smooth glare
 //! reflex has not),
 //! in units of the field's own spread of brightness (so exposure and colour
@@ -67,8 +67,14 @@ impl Integral {
 fn brightness(p: &image::Rgb<u8>) -> f32 {
     let [_, g, b] = p.0.map(f32::from);
     // Green and blue: the pale disc against a red retina. Red adds nothing
-    // (a lightly pigmented retina is as red as the disc, often clipped).
-    g + b
+    // (a lightly pigmented retina is as red as the disc, often clipped), and
+    // green little more there: such a retina's green comes near the disc
+    // rim's, while its blue stays well below. Blue counts three times: on
+    // 2,125 gradable photos of the second synthetic task no disc was found
+    // in 71 (with green and blue alike) and 14 (with blue thrice), nearly
+    // all of them among the lightest fundi, and the real photograph's disc
+    // is found as well as before.
+    g + 3.0 * b
 }
 
 /// Finds the optic disc inside `fov` (both in `img`'s pixels), or `None`
@@ -211,6 +217,26 @@ mod tests {
         let share = close as f32 / n as f32;
         eprintln!("{close} of {n} within 0.1 disc diameters; misses {errors:?}");
         assert!(share >= 0.97, "{close} of {n} within 0.1 disc diameters; misses {errors:?}");
+    }
+
+    /// The lightest fundi of the second task, whose retina is nearly as
+    /// pale in green as the disc's rim: the disc is still found, and where
+    /// it is: 67 of 100 within a tenth of its diameter (48 with green and
+    /// blue weighed alike).
+    #[test]
+    fn finds_the_disc_of_lightly_pigmented_fundi() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(12);
+        let (mut n, mut close) = (0, 0);
+        while n < 100 {
+            let mut p = Params::sample_v2(&mut rng, &[(427, 320)]);
+            if !p.gradable() {
+                continue;
+            }
+            p.pigment = 0.66;
+            n += 1;
+            close += error_in_diameters(&p).is_some_and(|e| e <= 0.1) as u32;
+        }
+        assert!(close >= 60, "{close} of {n} light fundi had their disc found within 0.1 disc diameters");
     }
 
     /// A field of view with nothing brighter in it (vignetted, even) has no disc.
