@@ -20,11 +20,6 @@ fn copy(h: &Harness, to: &store::StoreArgs, extra: &[&str]) -> Command {
     c
 }
 
-fn output(c: &mut Command) -> (bool, String) {
-    let out = c.output().expect("runs");
-    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
-}
-
 /// The audit trail's entries about store copies, oldest first.
 async fn audit_of_copies(h: &Harness) -> Vec<(String, serde_json::Value)> {
     sqlx::query_as("SELECT action, detail FROM audit_log WHERE action LIKE 'store.%' ORDER BY id")
@@ -49,7 +44,7 @@ async fn a_store_moves_from_garage_to_azurite_and_the_worker_scores_from_it() {
 
     let to_args = Backend::Azurite.args(&stack, &format!("copy-{}", uuid::Uuid::new_v4().simple()));
     let to = store::Store::open(&to_args).expect("destination");
-    let (ok, text) = output(&mut copy(&h, &to_args, &[]));
+    let (ok, text) = tests::run(&mut copy(&h, &to_args, &[]));
     assert!(ok, "{text}");
     assert!(text.contains("4 objects in the source: 4 copied"), "{text}");
     assert_eq!(to.list("").await.expect("list"), keys);
@@ -69,9 +64,9 @@ async fn a_store_moves_from_garage_to_azurite_and_the_worker_scores_from_it() {
     // Interrupted half-way, as far as the destination can tell: two are missing.
     to.delete(&keys[0]).await.expect("delete");
     to.delete(&keys[3]).await.expect("delete");
-    let (ok, text) = output(&mut copy(&h, &to_args, &[]));
+    let (ok, text) = tests::run(&mut copy(&h, &to_args, &[]));
     assert!(ok && text.contains("2 copied") && text.contains("2 already there"), "{text}");
-    let (ok, text) = output(&mut copy(&h, &to_args, &["--verify"]));
+    let (ok, text) = tests::run(&mut copy(&h, &to_args, &["--verify"]));
     assert!(ok && text.contains("4 verified"), "{text}");
 
     // Same size, other bytes: only a comparison of hashes sees it.
@@ -79,18 +74,18 @@ async fn a_store_moves_from_garage_to_azurite_and_the_worker_scores_from_it() {
     let mut flipped = original.to_vec();
     flipped[100] ^= 0xff;
     to.put(&keys[1], flipped.into()).await.expect("put");
-    let (ok, text) = output(&mut copy(&h, &to_args, &["--verify"]));
+    let (ok, text) = tests::run(&mut copy(&h, &to_args, &["--verify"]));
     assert!(!ok && text.contains("store_copy_mismatch") && text.contains(&keys[1]), "{text}");
     to.put(&keys[1], original).await.expect("put back");
 
     // The same store twice, or one inside the other, is refused.
     let mut same = to_args.clone();
     same.store_url = h.config.store.store_url.clone();
-    let (ok, text) = output(&mut copy(&h, &same, &[]));
+    let (ok, text) = tests::run(&mut copy(&h, &same, &[]));
     assert!(!ok && text.contains("store_copy_overlap"), "{text}");
     let mut inside = to_args.clone();
     inside.store_url = format!("{}/backup/", h.config.store.store_url);
-    let (ok, text) = output(&mut copy(&h, &inside, &[]));
+    let (ok, text) = tests::run(&mut copy(&h, &inside, &[]));
     assert!(!ok && text.contains("store_copy_overlap"), "{text}");
     let trail = audit_of_copies(&h).await;
     let (action, refused) = trail.last().expect("audited");
@@ -100,14 +95,14 @@ async fn a_store_moves_from_garage_to_azurite_and_the_worker_scores_from_it() {
     // A raw photo whose bytes do not hash to its name is reported, not copied.
     let forged = store::raw_key(&"cd".repeat(32), "jpg");
     h.store.put(&forged, bytes::Bytes::from_static(b"not the photo it names")).await.expect("put");
-    let (ok, text) = output(&mut copy(&h, &to_args, &[]));
+    let (ok, text) = tests::run(&mut copy(&h, &to_args, &[]));
     assert!(!ok && text.contains("store_copy_corrupt_source") && text.contains(&forged), "{text}");
     assert!(!to.exists(&forged).await.expect("head"), "the forged photo reached the destination");
     h.store.delete(&forged).await.expect("delete");
 
     // A derived file rewritten at the same size is copied again (compared by hash).
     h.store.put("derived/previews/some.jpg", bytes::Bytes::from_static(b"a derived fil3")).await.expect("put");
-    let (ok, text) = output(&mut copy(&h, &to_args, &[]));
+    let (ok, text) = tests::run(&mut copy(&h, &to_args, &[]));
     assert!(ok && text.contains("1 copied"), "{text}");
     assert_eq!(&to.get("derived/previews/some.jpg").await.expect("get")[..], b"a derived fil3");
 

@@ -125,9 +125,7 @@ fn a_run_resumes_only_from_its_own_checkpoint() {
     let train = |data: &Path, epochs: &str, extra: &[&str]| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_fundus"));
         c.args(["train", "--data", &s(data), "--out", &s(&out), "--size", "32", "--epochs", epochs, "--batch-size", "16", "--resume", "--no-progress"]);
-        c.args(extra);
-        let o = c.output().expect("runs");
-        (o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+        tests::run(c.args(extra))
     };
     let (ok, text) = train(&data, "1", &[]);
     assert!(ok && text.contains("epoch   1/1"), "{text}");

@@ -43,13 +43,21 @@ pub fn scratch_dir(what: &str) -> PathBuf {
 
 /// Runs a command that must succeed; returns its stdout and stderr together.
 pub fn run_ok(c: &mut Command) -> String {
-    // The program and its arguments only: the environment set on it holds
-    // the test stack's passwords and keys.
-    let what = format!("{} {}", c.get_program().to_string_lossy(), c.get_args().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "));
-    let out = c.output().unwrap_or_else(|e| panic!("running {what}: {e}"));
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{what} failed:\n{text}");
+    let (ok, text) = run(c);
+    assert!(ok, "{} failed:\n{text}", described(c));
     text
+}
+
+/// Runs `c` to the end: whether it succeeded, and its stdout and stderr.
+pub fn run(c: &mut Command) -> (bool, String) {
+    let out = c.output().unwrap_or_else(|e| panic!("running {}: {e}", described(c)));
+    (out.status.success(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+}
+
+/// The program and its arguments only: the environment set on it holds the
+/// test stack's passwords and keys.
+fn described(c: &Command) -> String {
+    format!("{} {}", c.get_program().to_string_lossy(), c.get_args().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "))
 }
 
 const HOW_TO: &str = "start the local stack with `scripts/stack up` (it installs Debian's postgresql, builds \
